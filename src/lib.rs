@@ -1,0 +1,29 @@
+//! VOCA Box: a Raspberry Pi home voice appliance that owns a Twilio phone number.
+//!
+//! Module map (see DESIGN.md for the whole picture):
+//! - [`config`]: typed configuration from defaults, one TOML file and the environment.
+//! - [`telemetry`]: logging set-up (plain lines under systemd, RUST_LOG honoured).
+//! - [`events`]: the device state everything else shows (LEDs, status page).
+//! - [`app`]: wiring and orderly shutdown of `voca run`.
+//! - [`web`]: the HTTP listener's routes (health and status for now).
+//! - [`twilio`]: Twilio's REST API.
+//! - [`speech`]: VOSK models (fetch, install, load) and the espeak-ng TTS engine.
+//! - [`audio`]: ALSA devices.
+//! - [`check`]: `voca check`, the doctor-style self-test.
+//!
+//! Data flow of one answered call, as the later modules will carry it:
+//! ```text
+//! Twilio --POST /twilio/voice (signed)--> http: verify, admit --> TwiML <Connect><Stream>
+//! Twilio ==wss /twilio/media==> session: mu-law 8k -> 16k -> VOSK -> assistant -> TTS -> 8k mu-law -> pacer
+//! stop / hang-up -> call log (SQLite) -> events -> LEDs, web page, metrics
+//! ```
+
+pub mod app;
+pub mod audio;
+pub mod check;
+pub mod config;
+pub mod events;
+pub mod speech;
+pub mod telemetry;
+pub mod twilio;
+pub mod web;

@@ -1,0 +1,44 @@
+//! Helpers for tests that run the real `voca` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
+pub const NUMBER: &str = "+15551234567";
+
+/// `voca` with a clean environment (no TWILIO_*/VOCA_* from the caller, no .env) in `dir`.
+pub fn voca(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voca"));
+    cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).current_dir(dir);
+    cmd
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn models_dir() -> PathBuf {
+    repo().join("models")
+}
+
+pub fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// An ALSA configuration with one device, `voca_test`: capture reads `capture.raw`, playback writes
+/// `playback.raw`, both through the `file` plugin over a `null` slave (no sound card needed).
+pub fn file_backed_alsa(dir: &Path) -> PathBuf {
+    let capture = dir.join("capture.raw");
+    std::fs::write(&capture, vec![0u8; 32000]).expect("write capture file");
+    let conf = dir.join("asound.conf");
+    let text = format!(
+        "pcm.null {{ type null }}\n\
+         pcm.voca_test {{\n  type file\n  slave.pcm \"null\"\n  file \"{}\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
+        dir.join("playback.raw").display(),
+        capture.display()
+    );
+    std::fs::write(&conf, text).expect("write asound.conf");
+    conf
+}
