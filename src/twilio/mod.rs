@@ -1,3 +1,6 @@
-//! Twilio: the REST API client (webhooks, TwiML and Media Streams come with the phone path).
+//! Twilio: request signatures, TwiML, the Media Streams wire format and the REST API client.
 
+pub mod media;
 pub mod rest;
+pub mod signature;
+pub mod twiml;
