@@ -24,6 +24,7 @@ pub mod check;
 pub mod config;
 pub mod events;
 pub mod speech;
+pub mod store;
 pub mod telemetry;
 pub mod twilio;
 pub mod web;
