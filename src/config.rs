@@ -125,6 +125,9 @@ pub struct CallsConfig {
     pub allow: Vec<E164>,
     pub block: Vec<E164>,
     pub rate_limit_per_hour: u32,
+    /// A WAV (16-bit mono, 8 or 16 kHz) the box greets callers with; none: a chime.
+    #[serde(deserialize_with = "types::optional_path")]
+    pub greeting_wav: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

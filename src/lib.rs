@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod audio;
+pub mod call;
 pub mod check;
 pub mod config;
 pub mod events;

@@ -4,3 +4,4 @@ pub mod device;
 pub mod g711;
 pub mod pacer;
 pub mod resample;
+pub mod wav;

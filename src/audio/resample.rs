@@ -14,7 +14,11 @@ static LOW_PASS: LazyLock<[f32; TAPS]> = LazyLock::new(|| {
     let mut h = [0f64; TAPS];
     for (n, tap) in h.iter_mut().enumerate() {
         let x = n as f64 - centre;
-        let sinc = if x == 0.0 { 2.0 * cutoff } else { (2.0 * std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * x) };
+        let sinc = if x == 0.0 {
+            2.0 * cutoff
+        } else {
+            (2.0 * std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * x)
+        };
         let phase = 2.0 * std::f64::consts::PI * n as f64 / (TAPS - 1) as f64;
         let blackman = 0.42 - 0.5 * phase.cos() + 0.08 * (2.0 * phase).cos();
         *tap = sinc * blackman;

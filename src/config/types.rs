@@ -205,6 +205,12 @@ where
     }
 }
 
+/// An optional path where the empty string means "not set".
+pub(crate) fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::path::PathBuf>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(if text.trim().is_empty() { None } else { Some(text.trim().into()) })
+}
+
 /// An `http`/`https` URL with a host and no query or fragment: a base that paths are appended to.
 pub(crate) fn base_url<'de, D: Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
     let text = String::deserialize(d)?;

@@ -191,7 +191,10 @@ impl Store {
     pub async fn call_answered(&self, sid: &str) -> Result<(), StoreError> {
         let sid = sid.to_owned();
         self.run(move |c| {
-            c.execute("UPDATE calls SET answered_at = ?2 WHERE call_sid = ?1 AND answered_at IS NULL", params![sid, now_ms()])
+            c.execute(
+                "UPDATE calls SET answered_at = ?2 WHERE call_sid = ?1 AND answered_at IS NULL",
+                params![sid, now_ms()],
+            )
         })
         .await
         .map(drop)

@@ -26,7 +26,10 @@ macro_rules! sid {
                 if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     Ok(Self(s.to_owned()))
                 } else {
-                    Err(format!(concat!("invalid ", $what, " SID \"{}\": expected ", $prefix, " and 32 hex digits"), s.chars().take(40).collect::<String>()))
+                    Err(format!(
+                        concat!("invalid ", $what, " SID \"{}\": expected ", $prefix, " and 32 hex digits"),
+                        s.chars().take(40).collect::<String>()
+                    ))
                 }
             }
 
@@ -237,7 +240,10 @@ mod tests {
 
     #[test]
     fn parses_twilios_documented_messages() {
-        assert!(matches!(Inbound::parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#), Ok(Inbound::Connected { .. })));
+        assert!(matches!(
+            Inbound::parse(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#),
+            Ok(Inbound::Connected { .. })
+        ));
         let start = format!(
             r#"{{"event":"start","sequenceNumber":"1","streamSid":"{MZ}","start":{{"accountSid":"AC1","streamSid":"{MZ}","callSid":"{CA}","tracks":["inbound"],"customParameters":{{"token":"t0k"}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#
         );
@@ -250,7 +256,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let media = format!(r#"{{"event":"media","sequenceNumber":"2","streamSid":"{MZ}","media":{{"track":"inbound","chunk":"1","timestamp":"20","payload":"//8A"}}}}"#);
+        let media = format!(
+            r#"{{"event":"media","sequenceNumber":"2","streamSid":"{MZ}","media":{{"track":"inbound","chunk":"1","timestamp":"20","payload":"//8A"}}}}"#
+        );
         match Inbound::parse(&media).expect("media") {
             Inbound::Media { media } => {
                 assert!(matches!(media.payload, Cow::Borrowed(_)), "payload is borrowed, not copied");
@@ -260,11 +268,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let dtmf = format!(r#"{{"event":"dtmf","streamSid":"{MZ}","sequenceNumber":"9","dtmf":{{"track":"inbound_track","digit":"5"}}}}"#);
+        let dtmf = format!(
+            r#"{{"event":"dtmf","streamSid":"{MZ}","sequenceNumber":"9","dtmf":{{"track":"inbound_track","digit":"5"}}}}"#
+        );
         assert!(matches!(Inbound::parse(&dtmf), Ok(Inbound::Dtmf { dtmf }) if dtmf.digit == "5"));
-        let mark = format!(r#"{{"event":"mark","sequenceNumber":"10","streamSid":"{MZ}","mark":{{"name":"reply-3"}}}}"#);
+        let mark =
+            format!(r#"{{"event":"mark","sequenceNumber":"10","streamSid":"{MZ}","mark":{{"name":"reply-3"}}}}"#);
         assert!(matches!(Inbound::parse(&mark), Ok(Inbound::Mark { mark }) if mark.name == "reply-3"));
-        let stop = format!(r#"{{"event":"stop","sequenceNumber":"11","streamSid":"{MZ}","stop":{{"accountSid":"AC1","callSid":"{CA}"}}}}"#);
+        let stop = format!(
+            r#"{{"event":"stop","sequenceNumber":"11","streamSid":"{MZ}","stop":{{"accountSid":"AC1","callSid":"{CA}"}}}}"#
+        );
         assert!(matches!(Inbound::parse(&stop), Ok(Inbound::Stop {})));
     }
 
@@ -280,7 +293,9 @@ mod tests {
         assert!(matches!(bad.decode_into(&mut buf), Err(FrameError::Base64)));
         let huge = MediaIn { payload: "A".repeat(4000).into(), track: None };
         assert!(matches!(huge.decode_into(&mut buf), Err(FrameError::TooLarge(_))));
-        let start = format!(r#"{{"event":"start","streamSid":"{MZ}","start":{{"callSid":"{CA}","mediaFormat":{{"encoding":"audio/l16","sampleRate":16000}}}}}}"#);
+        let start = format!(
+            r#"{{"event":"start","streamSid":"{MZ}","start":{{"callSid":"{CA}","mediaFormat":{{"encoding":"audio/l16","sampleRate":16000}}}}}}"#
+        );
         match Inbound::parse(&start).expect("parses") {
             Inbound::Start { start, .. } => assert!(start.check_format().is_err()),
             other => panic!("{other:?}"),
@@ -294,9 +309,15 @@ mod tests {
         assert_eq!(payload.len(), 216);
         let mut out = Vec::new();
         Outbound::Media { stream_sid: MZ, media: MediaOut { payload: "//8=" } }.write_json(&mut out);
-        assert_eq!(String::from_utf8_lossy(&out), format!(r#"{{"event":"media","streamSid":"{MZ}","media":{{"payload":"//8="}}}}"#));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!(r#"{{"event":"media","streamSid":"{MZ}","media":{{"payload":"//8="}}}}"#)
+        );
         Outbound::Mark { stream_sid: MZ, mark: MarkOut { name: "reply-1" } }.write_json(&mut out);
-        assert_eq!(String::from_utf8_lossy(&out), format!(r#"{{"event":"mark","streamSid":"{MZ}","mark":{{"name":"reply-1"}}}}"#));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            format!(r#"{{"event":"mark","streamSid":"{MZ}","mark":{{"name":"reply-1"}}}}"#)
+        );
         Outbound::Clear { stream_sid: MZ }.write_json(&mut out);
         assert_eq!(String::from_utf8_lossy(&out), format!(r#"{{"event":"clear","streamSid":"{MZ}"}}"#));
     }

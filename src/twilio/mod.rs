@@ -3,4 +3,6 @@
 pub mod media;
 pub mod rest;
 pub mod signature;
+pub mod simulator;
 pub mod twiml;
+pub mod webhook;

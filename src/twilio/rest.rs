@@ -8,6 +8,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::{AccountSid, Secret, TwilioConfig, E164};
+use crate::twilio::media::CallSid;
 
 const API_VERSION: &str = "2010-04-01";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -105,6 +106,13 @@ impl RestClient {
         Ok(page.incoming_phone_numbers.into_iter().find(|n| n.phone_number == number.as_str()))
     }
 
+    /// Ends a call: `Status=completed` (a call that is not yet answered is cancelled by Twilio).
+    pub async fn hang_up(&self, call: &CallSid) -> Result<(), RestError> {
+        let path = format!("Accounts/{}/Calls/{}.json", self.account.as_str(), call.as_str());
+        let _: serde_json::Value = self.post("the hang-up", &path, &[("Status", "completed")]).await?;
+        Ok(())
+    }
+
     fn url(&self, path: &str) -> url::Url {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_owned();
@@ -120,6 +128,24 @@ impl RestClient {
     ) -> Result<T, RestError> {
         let request =
             self.http.get(self.url(path)).query(query).basic_auth(self.account.as_str(), Some(self.token.expose()));
+        let response = request.send().await.map_err(|e| self.transport(what, &e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport(what, &e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| RestError::Decode { what: what.into(), reason: e.to_string() });
+        }
+        Err(self.api_error(what, status, &body))
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<T, RestError> {
+        let request =
+            self.http.post(self.url(path)).form(form).basic_auth(self.account.as_str(), Some(self.token.expose()));
         let response = request.send().await.map_err(|e| self.transport(what, &e))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport(what, &e))?;

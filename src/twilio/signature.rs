@@ -107,10 +107,20 @@ mod tests {
     #[test]
     fn twilio_documented_vectors() {
         assert_eq!(sign(TOKEN, U, &standard()), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
-        assert_eq!(sign(TOKEN, "https://mycompany.com:443/myapp.php?foo=1&bar=2", &standard()), "kvajT1Ptam85bY51eRf/AJRuM3w=");
-        assert_eq!(sign(TOKEN, "http://mycompany.com:80/myapp.php?foo=1&bar=2", &standard()), "0ZXoZLH/DfblKGATFgpif+LLRf4=");
-        assert_eq!(sign(TOKEN, "http://mycompany.com:1234/myapp.php?foo=1&bar=2", &standard()), "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=");
-        let repeated = p(&[("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234"), ("Digits", "1234")]);
+        assert_eq!(
+            sign(TOKEN, "https://mycompany.com:443/myapp.php?foo=1&bar=2", &standard()),
+            "kvajT1Ptam85bY51eRf/AJRuM3w="
+        );
+        assert_eq!(
+            sign(TOKEN, "http://mycompany.com:80/myapp.php?foo=1&bar=2", &standard()),
+            "0ZXoZLH/DfblKGATFgpif+LLRf4="
+        );
+        assert_eq!(
+            sign(TOKEN, "http://mycompany.com:1234/myapp.php?foo=1&bar=2", &standard()),
+            "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="
+        );
+        let repeated =
+            p(&[("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234"), ("Digits", "1234")]);
         assert_eq!(sign(TOKEN, U, &repeated), "IK+Dwps556ElfBT0I3Rgjkr1wJU=");
         let other = p(&[
             ("CallSid", "CA1234567890ABCDE"),
@@ -126,9 +136,22 @@ mod tests {
     fn validation_accepts_either_port_form_and_nothing_else() {
         assert!(validate(TOKEN, U, &standard(), "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
         assert!(validate(TOKEN, U, &standard(), "kvajT1Ptam85bY51eRf/AJRuM3w="), "signed with :443");
-        assert!(validate(TOKEN, "https://mycompany.com:443/myapp.php?foo=1&bar=2", &standard(), "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
-        assert!(validate(TOKEN, "http://mycompany.com/myapp.php?foo=1&bar=2", &standard(), "0ZXoZLH/DfblKGATFgpif+LLRf4="));
-        assert!(!validate(TOKEN, U, &standard(), "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="), "a non-default port is not interchangeable");
+        assert!(validate(
+            TOKEN,
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            &standard(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(validate(
+            TOKEN,
+            "http://mycompany.com/myapp.php?foo=1&bar=2",
+            &standard(),
+            "0ZXoZLH/DfblKGATFgpif+LLRf4="
+        ));
+        assert!(
+            !validate(TOKEN, U, &standard(), "Zmvh+3yNM1Phv2jhDCwEM3q5ebU="),
+            "a non-default port is not interchangeable"
+        );
         assert!(!validate("54321", U, &standard(), "RSOYDt4T1cUTdK1PDd93/VVr8B8="), "wrong token");
         let mut tampered = standard();
         tampered[3].1 = "+14158675310".into();
@@ -149,7 +172,10 @@ mod tests {
 
     #[test]
     fn port_variants_leave_ipv6_literals_alone() {
-        assert_eq!(url_variants("wss://[::1]/twilio/media"), ["wss://[::1]/twilio/media", "wss://[::1]:443/twilio/media"]);
+        assert_eq!(
+            url_variants("wss://[::1]/twilio/media"),
+            ["wss://[::1]/twilio/media", "wss://[::1]:443/twilio/media"]
+        );
         assert_eq!(url_variants("http://[::1]:80/x"), ["http://[::1]:80/x", "http://[::1]/x"]);
         assert_eq!(url_variants("http://127.0.0.1:8080/x"), ["http://127.0.0.1:8080/x"]);
     }

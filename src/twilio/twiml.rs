@@ -28,7 +28,9 @@ pub fn connect_stream(url: &str, parameters: &[(&str, &str)]) -> String {
         w.write_event(Event::Start(BytesStart::new("Connect")))?;
         w.write_event(Event::Start(BytesStart::new("Stream").with_attributes([("url", url)])))?;
         for (name, value) in parameters {
-            w.write_event(Event::Empty(BytesStart::new("Parameter").with_attributes([("name", *name), ("value", *value)])))?;
+            w.write_event(Event::Empty(
+                BytesStart::new("Parameter").with_attributes([("name", *name), ("value", *value)]),
+            ))?;
         }
         w.write_event(Event::End(BytesEnd::new("Stream")))?;
         w.write_event(Event::End(BytesEnd::new("Connect")))

@@ -1,0 +1,5 @@
+//! Calls: the registry of active calls, one session per Media Stream, and what the box says.
+
+pub mod registry;
+pub mod responder;
+pub mod session;
