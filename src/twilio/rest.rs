@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -51,12 +51,77 @@ pub struct IncomingNumber {
     pub phone_number: String,
     pub voice_url: Option<String>,
     pub voice_application_sid: Option<String>,
+    pub status_callback: Option<String>,
+    pub trunk_sid: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct IncomingNumberPage {
     incoming_phone_numbers: Vec<IncomingNumber>,
 }
+
+/// A call as the API reports it. Numbers are whole here: mask them before logging.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallResource {
+    pub sid: String,
+    pub status: Option<String>,
+    pub direction: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub start_time: Option<String>,
+    pub duration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CallPage {
+    calls: Vec<CallResource>,
+    next_page_uri: Option<String>,
+}
+
+/// What `place_call` sends: the box's webhook answers the call once it connects.
+#[derive(Debug, Clone)]
+pub struct NewCall<'a> {
+    pub to: &'a E164,
+    pub from: &'a E164,
+    /// The box's `/twilio/voice` URL.
+    pub url: &'a str,
+    /// The box's `/twilio/status` URL, for initiated/ringing/answered/completed.
+    pub status_callback: Option<&'a str>,
+    /// Seconds to let it ring.
+    pub timeout: Option<u32>,
+    /// Answering-machine detection (`Enable`), to skip voicemail in an emergency chain.
+    pub detect_machine: bool,
+}
+
+/// Filters for `list_calls`.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter<'a> {
+    pub to: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// RFC 3339 date-time, e.g. `2026-01-01T00:00:00Z`: calls that started after it.
+    pub started_after: Option<&'a str>,
+    /// Stop after this many.
+    pub limit: usize,
+}
+
+/// Webhook URLs to put on the box's number.
+#[derive(Debug, Clone)]
+pub struct NumberWebhooks<'a> {
+    pub voice_url: &'a str,
+    pub status_callback: &'a str,
+    pub fallback_url: Option<&'a str>,
+}
+
+/// Whether a request may be sent again after a failure that could have happened after Twilio
+/// acted on it (a 5xx, a timeout). 429 and connection failures are always safe to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Idempotent,
+    Once,
+}
+
+const ATTEMPTS: u32 = 4;
 
 /// A client for one account. `Debug` shows the base URL and account only, never the token.
 #[derive(Clone)]
@@ -65,6 +130,7 @@ pub struct RestClient {
     base: url::Url,
     account: AccountSid,
     token: Secret,
+    backoff: Duration,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -89,71 +155,178 @@ impl RestClient {
                 base: config.api_base.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { http, base: config.api_base.clone(), account, token: config.auth_token.clone() })
+        Ok(Self {
+            http,
+            base: config.api_base.clone(),
+            account,
+            token: config.auth_token.clone(),
+            backoff: Duration::from_millis(500),
+        })
+    }
+
+    /// The first pause between retries (doubling, with jitter); tests make it short.
+    pub fn with_backoff(mut self, first: Duration) -> Self {
+        self.backoff = first;
+        self
+    }
+
+    fn account_path(&self, rest: &str) -> String {
+        format!("Accounts/{}{rest}", self.account.as_str())
     }
 
     /// `GET /Accounts/{AC}.json`: proves the credentials work.
     pub async fn account(&self) -> Result<Account, RestError> {
-        let path = format!("Accounts/{}.json", self.account.as_str());
-        self.get("the account look-up", &path, &[]).await
+        self.send("the account look-up", Method::GET, &self.account_path(".json"), &[], Retry::Idempotent).await
     }
 
     /// Finds the account's incoming number equal to `number`, if the account owns it.
     pub async fn find_number(&self, number: &E164) -> Result<Option<IncomingNumber>, RestError> {
-        let path = format!("Accounts/{}/IncomingPhoneNumbers.json", self.account.as_str());
-        let page: IncomingNumberPage =
-            self.get("the phone number look-up", &path, &[("PhoneNumber", number.as_str())]).await?;
+        let path = self.account_path("/IncomingPhoneNumbers.json");
+        let page: IncomingNumberPage = self
+            .send(
+                "the phone number look-up",
+                Method::GET,
+                &path,
+                &[("PhoneNumber", number.as_str())],
+                Retry::Idempotent,
+            )
+            .await?;
         Ok(page.incoming_phone_numbers.into_iter().find(|n| n.phone_number == number.as_str()))
     }
 
+    /// Points a number's voice webhook, status callback and (optionally) fallback at the box.
+    pub async fn set_number_webhooks(
+        &self,
+        number_sid: &str,
+        hooks: &NumberWebhooks<'_>,
+    ) -> Result<IncomingNumber, RestError> {
+        let path = self.account_path(&format!("/IncomingPhoneNumbers/{number_sid}.json"));
+        let mut form = vec![
+            ("VoiceUrl", hooks.voice_url),
+            ("VoiceMethod", "POST"),
+            ("StatusCallback", hooks.status_callback),
+            ("StatusCallbackMethod", "POST"),
+        ];
+        if let Some(fallback) = hooks.fallback_url {
+            form.extend([("VoiceFallbackUrl", fallback), ("VoiceFallbackMethod", "POST")]);
+        }
+        // Setting the same URLs twice changes nothing: safe to retry.
+        self.send("the number update", Method::POST, &path, &form, Retry::Idempotent).await
+    }
+
+    /// Places a call. Never retried after it may have reached Twilio: a second POST could ring twice.
+    pub async fn place_call(&self, call: &NewCall<'_>) -> Result<CallResource, RestError> {
+        let timeout = call.timeout.map(|t| t.to_string());
+        let mut form =
+            vec![("To", call.to.as_str()), ("From", call.from.as_str()), ("Url", call.url), ("Method", "POST")];
+        if let Some(cb) = call.status_callback {
+            form.extend([("StatusCallback", cb), ("StatusCallbackMethod", "POST")]);
+            for event in ["initiated", "ringing", "answered", "completed"] {
+                form.push(("StatusCallbackEvent", event));
+            }
+        }
+        if let Some(t) = &timeout {
+            form.push(("Timeout", t));
+        }
+        if call.detect_machine {
+            form.push(("MachineDetection", "Enable"));
+        }
+        self.send("placing the call", Method::POST, &self.account_path("/Calls.json"), &form, Retry::Once).await
+    }
+
     /// Ends a call: `Status=completed` (a call that is not yet answered is cancelled by Twilio).
-    pub async fn hang_up(&self, call: &CallSid) -> Result<(), RestError> {
-        let path = format!("Accounts/{}/Calls/{}.json", self.account.as_str(), call.as_str());
-        let _: serde_json::Value = self.post("the hang-up", &path, &[("Status", "completed")]).await?;
-        Ok(())
+    pub async fn hang_up(&self, call: &CallSid) -> Result<CallResource, RestError> {
+        let path = self.account_path(&format!("/Calls/{}.json", call.as_str()));
+        self.send("the hang-up", Method::POST, &path, &[("Status", "completed")], Retry::Idempotent).await
+    }
+
+    /// Lists calls, newest first, following `next_page_uri` until `filter.limit` are found.
+    pub async fn list_calls(&self, filter: &CallFilter<'_>) -> Result<Vec<CallResource>, RestError> {
+        let limit = if filter.limit == 0 { 50 } else { filter.limit };
+        let page_size = limit.min(1000).to_string();
+        let mut query: Vec<(&str, &str)> = vec![("PageSize", &page_size)];
+        let pairs =
+            [("To", filter.to), ("From", filter.from), ("Status", filter.status), ("StartTime>", filter.started_after)];
+        query.extend(pairs.iter().filter_map(|(k, v)| v.map(|v| (*k, v))));
+        let mut page: CallPage = self
+            .send("the call list", Method::GET, &self.account_path("/Calls.json"), &query, Retry::Idempotent)
+            .await?;
+        let mut calls = Vec::new();
+        loop {
+            calls.extend(page.calls);
+            let Some(next) = page.next_page_uri.filter(|_| calls.len() < limit) else { break };
+            // next_page_uri is absolute from the host: /2010-04-01/Accounts/…?Page=1&…
+            let next = next.trim_start_matches('/').trim_start_matches(API_VERSION).trim_start_matches('/').to_owned();
+            page = self.send("the call list", Method::GET, &next, &[], Retry::Idempotent).await?;
+        }
+        calls.truncate(limit);
+        Ok(calls)
     }
 
     fn url(&self, path: &str) -> url::Url {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_owned();
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         url.set_path(&format!("{base_path}/{API_VERSION}/{path}"));
+        url.set_query(Some(query).filter(|q| !q.is_empty()));
         url
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
+    /// Sends a request, retrying 429 (honouring Retry-After) always, and 5xx and timeouts only when
+    /// `retry` says the request is idempotent; connection failures (nothing was sent) always.
+    async fn send<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
+        method: Method,
         path: &str,
-        query: &[(&str, &str)],
+        params: &[(&str, &str)],
+        retry: Retry,
     ) -> Result<T, RestError> {
-        let request =
-            self.http.get(self.url(path)).query(query).basic_auth(self.account.as_str(), Some(self.token.expose()));
-        let response = request.send().await.map_err(|e| self.transport(what, &e))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(what, &e))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| RestError::Decode { what: what.into(), reason: e.to_string() });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), self.url(path))
+                .basic_auth(self.account.as_str(), Some(self.token.expose()));
+            request = if method == Method::GET { request.query(params) } else { request.form(params) };
+            let (wait, error) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(60)));
+                    let body = response.bytes().await.map_err(|e| self.transport(what, &e))?;
+                    if status.is_success() {
+                        return serde_json::from_slice(&body)
+                            .map_err(|e| RestError::Decode { what: what.into(), reason: e.to_string() });
+                    }
+                    let error = self.api_error(what, status, &body);
+                    let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                        || (status.is_server_error() && retry == Retry::Idempotent);
+                    if !retryable {
+                        return Err(error);
+                    }
+                    (retry_after, error)
+                }
+                Err(e) => {
+                    let error = self.transport(what, &e);
+                    if !(e.is_connect() || retry == Retry::Idempotent) {
+                        return Err(error);
+                    }
+                    (None, error)
+                }
+            };
+            if attempt >= ATTEMPTS {
+                return Err(error);
+            }
+            let pause = wait.unwrap_or_else(|| jittered(self.backoff * 2u32.pow(attempt - 1)));
+            tracing::warn!("{error}: retrying in {} ms (attempt {attempt} of {ATTEMPTS})", pause.as_millis());
+            tokio::time::sleep(pause).await;
         }
-        Err(self.api_error(what, status, &body))
-    }
-
-    async fn post<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> Result<T, RestError> {
-        let request =
-            self.http.post(self.url(path)).form(form).basic_auth(self.account.as_str(), Some(self.token.expose()));
-        let response = request.send().await.map_err(|e| self.transport(what, &e))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(what, &e))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| RestError::Decode { what: what.into(), reason: e.to_string() });
-        }
-        Err(self.api_error(what, status, &body))
     }
 
     fn transport(&self, what: &str, e: &reqwest::Error) -> RestError {
@@ -194,6 +367,13 @@ impl RestClient {
         }
         RestError::Api { what: what.into(), status: status.as_u16(), code, message, more_info }
     }
+}
+
+/// `base` scaled by a random factor in [0.5, 1.5), so many boxes do not retry in step.
+fn jittered(base: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::getrandom(&mut b);
+    base.mul_f64(0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0)
 }
 
 #[cfg(test)]
