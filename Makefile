@@ -72,5 +72,9 @@ cross-test: deps ## the configuration unit tests, cross-compiled and run under q
 	@scripts/setup.sh cross-aarch64
 	$(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
 
+bench: deps ## criterion benchmarks of the phone path, then the concurrent-call load benchmark
+	cargo bench --locked --bench phone_path
+	cargo bench --locked --bench load
+
 clean: ## remove build output (keeps downloads in .cache and installed models)
 	cargo clean

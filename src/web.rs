@@ -81,6 +81,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             },
             () = shutdown.cancelled() => break,
         };
+        // Media frames are small writes every 20 ms: Nagle's algorithm would hold them back.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let service = TowerToHyperService::new(router.clone());
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);

@@ -60,7 +60,7 @@ pub trait Responder: Send {
     fn hear(&mut self, frame: &Frame16k, out: &mut Outbox);
     /// The caller pressed a key.
     fn dtmf(&mut self, digit: char, out: &mut Outbox);
-    /// Called every 20 ms, for results that arrive from elsewhere.
+    /// Called every 50 ms, for results that arrive from elsewhere.
     fn poll(&mut self, _out: &mut Outbox) {}
     /// Twilio echoed a mark: `played` is false when it was cut by a `clear` (barge-in).
     fn mark(&mut self, _label: &str, _played: bool) {}

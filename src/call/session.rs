@@ -24,6 +24,8 @@ use crate::store::{Outcome, Store};
 use crate::twilio::media::{encode_frame, CallSid, Inbound, MarkOut, MediaOut, Outbound, FRAME_B64, MAX_MEDIA_BYTES};
 use crate::twilio::rest::RestClient;
 
+/// How often a call polls its responder and checks for silence (audio is paced separately).
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// How long a new stream may take to send `start`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mean absolute amplitude (8 kHz) above which a frame counts as the caller speaking.
@@ -240,7 +242,7 @@ impl<'c> Call<'c> {
         K::Error: Display,
     {
         let deadline = Instant::now() + self.ctx.max_duration;
-        let mut tick = interval(Duration::from_millis(20));
+        let mut tick = interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         self.responder.start(&mut self.out);
         loop {

@@ -239,7 +239,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     if let Some(sig) = sign(&call.auth_token, &stream_url, &[]) {
         request.headers_mut().insert("X-Twilio-Signature", sig.parse().expect("base64 is a valid header value"));
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| SimError::Stream { url: stream_url.clone(), reason: e.to_string() })?;
     let (mut tx, mut rx) = ws.split();
