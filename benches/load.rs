@@ -55,6 +55,33 @@ fn main() {
     let base = format!("http://{}", addr_rx.recv().expect("box address"));
     let callers = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
+    // How fast the webhook answers (TwiML with a fresh token, call logged), one request at a time.
+    let http = reqwest::Client::new();
+    let url = format!("{base}/twilio/voice");
+    let mut answer_ms: Vec<f64> = callers.block_on(async {
+        let mut times = Vec::new();
+        for _ in 0..300 {
+            let params = vec![
+                ("CallSid".to_owned(), simulator::random_sid("CA")),
+                ("From".to_owned(), "+15550100001".to_owned()),
+                ("To".to_owned(), "+15550100002".to_owned()),
+            ];
+            let t = Instant::now();
+            let (status, _) =
+                simulator::post_webhook(&http, &url, &Some(TOKEN.into()), &params).await.expect("webhook");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200);
+        }
+        times
+    });
+    answer_ms.sort_by(f64::total_cmp);
+    println!(
+        "webhook answer time over {} requests: p50 {:.2} ms, p99 {:.2} ms",
+        answer_ms.len(),
+        percentile(&answer_ms, 0.5),
+        percentile(&answer_ms, 0.99)
+    );
+
     println!("calls  p50 gap ms  p99 gap ms  max gap ms  frames/call  completed");
     let mut held = 0;
     for n in steps {
