@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_short, c_uint, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use libloading::{Library, Symbol};
 use thiserror::Error;
@@ -47,6 +48,8 @@ static OPEN: AtomicBool = AtomicBool::new(false);
 thread_local! {
     /// Samples of the synthesis running on this thread; the synchronous callback appends here.
     static SAMPLES: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+    /// Set while a cancellable synthesis runs: the callback stops espeak-ng once it is raised.
+    static CANCEL: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
 unsafe extern "C" fn collect_samples(wav: *mut c_short, count: c_int, _events: *mut c_void) -> c_int {
@@ -55,7 +58,8 @@ unsafe extern "C" fn collect_samples(wav: *mut c_short, count: c_int, _events: *
         let chunk = unsafe { std::slice::from_raw_parts(wav, count as usize) };
         SAMPLES.with(|s| s.borrow_mut().extend_from_slice(chunk));
     }
-    0
+    // Non-zero tells espeak-ng to stop.
+    CANCEL.with(|c| c.borrow().as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))) as c_int
 }
 
 /// The espeak-ng engine, set to one voice, rate and pitch.
@@ -143,6 +147,14 @@ impl Engine {
         &self.version
     }
 
+    /// Like [`Engine::synthesize`], but stops early (returning what was made) once `cancel` is raised.
+    pub fn synthesize_cancellable(&mut self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Vec<i16>, TtsError> {
+        CANCEL.with(|c| *c.borrow_mut() = Some(cancel.clone()));
+        let result = self.synthesize(text);
+        CANCEL.with(|c| *c.borrow_mut() = None);
+        result
+    }
+
     /// Speaks `text` into 16-bit mono samples at [`Engine::sample_rate`].
     pub fn synthesize(&mut self, text: &str) -> Result<Vec<i16>, TtsError> {
         let text = CString::new(text).map_err(|_| TtsError::Nul)?;
@@ -193,6 +205,148 @@ impl Drop for Engine {
     }
 }
 
+/// Splits text into sentences, so the first can be spoken while the rest is synthesised.
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let end_mark = matches!(c, '.' | '!' | '?' | '。' | '？' | '！');
+        let at_break = chars.peek().is_none_or(|(_, next)| next.is_whitespace());
+        if end_mark && at_break {
+            let end = i + c.len_utf8();
+            let sentence = text[start..end].trim();
+            if !sentence.is_empty() {
+                out.push(sentence);
+            }
+            start = end;
+        }
+    }
+    let rest = text[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// The rate everything inside the box speaks at; the phone path and the speaker convert from it.
+pub const BOX_RATE: u32 = 16_000;
+
+enum Job {
+    Speak { text: String, chunks: tokio::sync::mpsc::Sender<Vec<i16>>, cancel: Arc<AtomicBool> },
+}
+
+/// Speech being synthesised: sentence-sized chunks of 16 kHz audio arrive on `chunks` as each is
+/// ready. Dropping it (or `cancel`) stops the synthesis.
+#[derive(Debug)]
+pub struct Speech {
+    pub chunks: tokio::sync::mpsc::Receiver<Vec<i16>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Speech {
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Speech {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The TTS owner thread: the only place espeak-ng runs. Dropping the handle stops and joins it.
+pub struct Tts {
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub version: String,
+}
+
+impl std::fmt::Debug for Tts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tts").field("version", &self.version).finish()
+    }
+}
+
+impl Tts {
+    /// Opens espeak-ng on a thread of its own; fails (with the engine's reason) if it cannot.
+    pub fn start(voice: &str, rate: u32, pitch: u32) -> Result<Self, TtsError> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(64);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let voice = voice.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("voca-tts".into())
+            .spawn(move || {
+                let mut engine = match Engine::open(&voice, rate, pitch) {
+                    Ok(engine) => {
+                        let _ = ready_tx.send(Ok(engine.version().to_owned()));
+                        engine
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for job in queue {
+                    let Job::Speak { text, chunks, cancel } = job;
+                    for sentence in sentences(&text) {
+                        if cancel.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match engine.synthesize_cancellable(sentence, &cancel) {
+                            Ok(samples) => {
+                                let audio = crate::audio::resample::convert(&samples, engine.sample_rate(), BOX_RATE);
+                                if cancel.load(Ordering::Relaxed) || chunks.blocking_send(audio).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("speech synthesis failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| TtsError::Library { reason: format!("cannot start the TTS thread: {e}") })?;
+        let version = ready_rx.recv().map_err(|_| TtsError::Init)??;
+        Ok(Self { jobs: Some(jobs), thread: Some(thread), version })
+    }
+
+    /// Starts speaking `text`. Never blocks: a full queue drops the request (and says so).
+    pub fn speak(&self, text: &str) -> Speech {
+        let (tx, chunks) = tokio::sync::mpsc::channel(16);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job::Speak { text: text.to_owned(), chunks: tx, cancel: cancel.clone() };
+        if let Some(jobs) = &self.jobs {
+            if jobs.try_send(job).is_err() {
+                tracing::warn!("the TTS queue is full: a reply was dropped");
+            }
+        }
+        Speech { chunks, cancel }
+    }
+
+    /// Renders `text` completely (fixed prompts, rendered once at start-up).
+    pub async fn render(&self, text: &str) -> Vec<i16> {
+        let mut speech = self.speak(text);
+        let mut all = Vec::new();
+        while let Some(chunk) = speech.chunks.recv().await {
+            all.extend(chunk);
+        }
+        all
+    }
+}
+
+impl Drop for Tts {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +370,33 @@ mod tests {
         let peak = long.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
         assert!(peak > 1000, "audio must not be silent (peak {peak})");
         assert!(matches!(Engine::open("en-us", 165, 50), Err(TtsError::Busy)), "only one engine at a time");
+    }
+
+    #[test]
+    fn text_splits_into_sentences() {
+        assert_eq!(sentences("Hello there. How are you? Fine!"), ["Hello there.", "How are you?", "Fine!"]);
+        assert_eq!(sentences("It is 3.5 degrees"), ["It is 3.5 degrees"]);
+        assert_eq!(sentences("안녕하세요. 지금 몇 시 예요?"), ["안녕하세요.", "지금 몇 시 예요?"]);
+        assert!(sentences("  ").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_tts_thread_streams_sentences_and_stops_when_cancelled() {
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let tts = Tts::start("en-us", 165, 50).expect("espeak-ng");
+        let mut speech = tts.speak("First sentence here. Second sentence follows. And a third one.");
+        let first = speech.chunks.recv().await.expect("first chunk");
+        assert!(first.len() > BOX_RATE as usize / 2, "about a second at 16 kHz: {}", first.len());
+        let second = speech.chunks.recv().await.expect("second chunk");
+        assert!(!second.is_empty());
+        speech.cancel();
+        let mut rest = 0;
+        while speech.chunks.recv().await.is_some() {
+            rest += 1;
+        }
+        assert!(rest <= 1, "at most the sentence in progress arrives after cancel");
+        let prompt = tts.render("One moment please.").await;
+        assert!(prompt.len() > BOX_RATE as usize / 2);
     }
 
     #[test]
