@@ -42,6 +42,7 @@ pub struct Config {
     pub calls: CallsConfig,
     pub speech: SpeechConfig,
     pub assistant: AssistantConfig,
+    pub llm: LlmConfig,
     pub contacts: Vec<Contact>,
     /// Where the configuration came from, for messages (`built-in defaults` or the file's path).
     #[serde(skip)]
@@ -139,6 +140,16 @@ pub struct SpeechConfig {
     pub voice: String,
     pub rate: u32,
     pub pitch: u32,
+    /// Quiet this long after the caller speaks ends their turn.
+    pub endpoint_hangover: Duration,
+    /// Speech shorter than this is ignored (coughs, clicks).
+    pub min_speech: Duration,
+    /// Recognise only the assistant's phrases (intents, skills, contact names): more exact on small models.
+    pub grammar: bool,
+    /// Recognizers kept loaded and warm, ready for the next call.
+    pub warm_recognizers: u32,
+    /// Say the re-prompt after this long without hearing the caller.
+    pub reprompt_after: Duration,
 }
 
 impl SpeechConfig {
@@ -155,9 +166,27 @@ impl SpeechConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AssistantConfig {
     pub name: String,
+    /// Empty: the language's default greeting.
     pub greeting: String,
+    /// Empty: the language's default.
     pub fallback: String,
     pub intents: Vec<Intent>,
+    /// Keep what callers and the box said in the call log.
+    pub store_transcripts: bool,
+}
+
+/// An optional OpenAI-compatible chat endpoint; the offline assistant answers whenever it cannot.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlmConfig {
+    /// Base URL up to `/v1`, e.g. `http://192.168.1.20:8000/v1`; empty: no LLM.
+    #[serde(deserialize_with = "types::optional_base_url")]
+    pub url: Option<url::Url>,
+    pub model: String,
+    /// Bearer token; prefer VOCA_LLM_API_KEY.
+    pub api_key: Secret,
+    /// The longest a caller waits for it before the offline answer is used.
+    pub timeout: Duration,
+    pub system_prompt: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,7 +6,10 @@
 //! - [`events`]: the device state everything else shows (LEDs, status page).
 //! - [`app`]: wiring and orderly shutdown of `voca run`.
 //! - [`web`]: the HTTP listener's routes (health and status for now).
-//! - [`twilio`]: Twilio's REST API.
+//! - [`twilio`]: signatures, TwiML, Media Streams wire types, webhook routes, REST client, simulator.
+//! - [`call`]: active calls, one session per Media Stream, responders.
+//! - [`assistant`]: offline intents and skills, optional LLM.
+//! - [`store`]: the SQLite call log.
 //! - [`speech`]: VOSK models (fetch, install, load) and the espeak-ng TTS engine.
 //! - [`audio`]: ALSA devices.
 //! - [`check`]: `voca check`, the doctor-style self-test.
@@ -19,6 +22,7 @@
 //! ```
 
 pub mod app;
+pub mod assistant;
 pub mod audio;
 pub mod call;
 pub mod check;

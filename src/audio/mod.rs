@@ -4,4 +4,5 @@ pub mod device;
 pub mod g711;
 pub mod pacer;
 pub mod resample;
+pub mod vad;
 pub mod wav;

@@ -1,6 +1,7 @@
 //! Speech recognition with VOSK: loading a model once, checked before libvosk ever sees the path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -43,6 +44,289 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, SttError> {
     let path_text = path.to_str().ok_or_else(|| SttError::ModelLoad { path: path.to_path_buf() })?;
     let model = vosk::Model::new(path_text).ok_or_else(|| SttError::ModelLoad { path: path.to_path_buf() })?;
     Ok(LoadedModel { model, took: started.elapsed() })
+}
+
+/// What a recognizer worker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heard {
+    /// Words so far in the current utterance (drives barge-in).
+    Partial(String),
+    /// The utterance's transcript, and how long decoding the tail took after `finish`.
+    Final { text: String, decode: Duration },
+}
+
+enum Command {
+    Audio([i16; FRAME_16K]),
+    Finish,
+    /// A new call starts using this worker: forget the last one (`generation` tags its events).
+    Reset(u64),
+}
+
+const FRAME_16K: usize = 320;
+/// Partials are looked at every 200 ms.
+const PARTIAL_EVERY: u32 = 10;
+
+/// A recognizer on its own thread, fed through a bounded channel.
+struct Worker {
+    commands: std::sync::mpsc::SyncSender<Command>,
+    events: std::sync::mpsc::Receiver<(u64, Heard)>,
+    generation: u64,
+}
+
+fn text_of(result: vosk::CompleteResult<'_>) -> String {
+    result.single().map(|r| r.text.to_owned()).unwrap_or_default()
+}
+
+impl Worker {
+    fn spawn(model: Arc<vosk::Model>, grammar: Option<Arc<Vec<String>>>, warm_up: Arc<Vec<i16>>) -> Option<Self> {
+        let (commands, queue) = std::sync::mpsc::sync_channel::<Command>(256);
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("voca-stt".into())
+            .spawn(move || {
+                let recognizer = match &grammar {
+                    Some(phrases) => vosk::Recognizer::new_with_grammar(&model, 16000.0, phrases),
+                    None => vosk::Recognizer::new(&model, 16000.0),
+                };
+                let Some(mut rec) = recognizer else {
+                    let _ = ready_tx.send(false);
+                    return;
+                };
+                // A fresh recognizer is slow on its first utterance: pay that here, not on a call.
+                for chunk in warm_up.chunks(FRAME_16K) {
+                    let _ = rec.accept_waveform(chunk);
+                }
+                let _ = rec.final_result();
+                rec.reset();
+                let _ = ready_tx.send(true);
+                let (mut generation, mut frames, mut last_partial) = (0u64, 0u32, String::new());
+                for command in queue {
+                    match command {
+                        Command::Audio(frame) => {
+                            let _ = rec.accept_waveform(&frame);
+                            frames += 1;
+                            if frames % PARTIAL_EVERY == 0 {
+                                let partial = rec.partial_result().partial.to_owned();
+                                if !partial.is_empty() && partial != last_partial {
+                                    last_partial.clone_from(&partial);
+                                    let _ = events_tx.send((generation, Heard::Partial(partial)));
+                                }
+                            }
+                        }
+                        Command::Finish => {
+                            let started = Instant::now();
+                            let text = text_of(rec.final_result());
+                            last_partial.clear();
+                            let _ = events_tx.send((generation, Heard::Final { text, decode: started.elapsed() }));
+                        }
+                        Command::Reset(g) => {
+                            rec.reset();
+                            generation = g;
+                            frames = 0;
+                            last_partial.clear();
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        ready_rx.recv().ok().filter(|ok| *ok)?;
+        Some(Self { commands, events, generation: 0 })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelState {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+struct PoolInner {
+    model: Option<Arc<vosk::Model>>,
+    state: ModelState,
+    idle: Vec<Worker>,
+    next_generation: u64,
+}
+
+/// Speech recognition for the whole box: the model, loaded once in the background, and a pool of
+/// pre-warmed recognizer workers that calls lease and give back.
+#[derive(Clone)]
+pub struct Stt {
+    inner: Arc<std::sync::Mutex<PoolInner>>,
+    grammar: Option<Arc<Vec<String>>>,
+    warm_up: Arc<Vec<i16>>,
+}
+
+impl std::fmt::Debug for Stt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stt").field("state", &self.state()).finish()
+    }
+}
+
+impl Stt {
+    /// Starts loading the model at `path` on a thread of its own, then warms `warm` recognizers.
+    /// `grammar`: restrict recognition to these phrases (plus `[unk]`); `warm_up`: 16 kHz audio
+    /// each new recognizer decodes once before it serves a call.
+    pub fn start(path: PathBuf, warm: usize, grammar: Option<Vec<String>>, warm_up: Vec<i16>) -> Self {
+        let stt = Self {
+            inner: Arc::new(std::sync::Mutex::new(PoolInner {
+                model: None,
+                state: ModelState::Loading,
+                idle: Vec::new(),
+                next_generation: 1,
+            })),
+            grammar: grammar.map(|mut g| {
+                g.push("[unk]".into());
+                Arc::new(g)
+            }),
+            warm_up: Arc::new(warm_up),
+        };
+        let loader = stt.clone();
+        let spawned = std::thread::Builder::new().name("voca-stt-load".into()).spawn(move || {
+            match load_model(&path) {
+                Ok(loaded) => {
+                    tracing::info!("speech model {} loaded in {:.1} s", path.display(), loaded.took.as_secs_f64());
+                    let model = Arc::new(loaded.model);
+                    let workers: Vec<Worker> = (0..warm)
+                        .filter_map(|_| Worker::spawn(model.clone(), loader.grammar.clone(), loader.warm_up.clone()))
+                        .collect();
+                    let mut inner = loader.lock();
+                    inner.idle.extend(workers);
+                    inner.model = Some(model);
+                    inner.state = ModelState::Ready;
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    loader.lock().state = ModelState::Failed(e.to_string());
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            stt.lock().state = ModelState::Failed(format!("cannot start the model loader: {e}"));
+        }
+        stt
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn state(&self) -> ModelState {
+        self.lock().state.clone()
+    }
+
+    /// Waits (polling; for start-up and tests) until the model is ready or failed.
+    pub async fn ready(&self) -> ModelState {
+        loop {
+            let state = self.state();
+            if state != ModelState::Loading {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A recognizer for one call: a warm one if any is idle, else a new one (warmed first, so this
+    /// blocks for about a second: call it off the async runtime). `None` until the model is loaded.
+    pub fn lease(&self) -> Option<Lease> {
+        let (worker, model, generation) = {
+            let mut inner = self.lock();
+            let model = inner.model.clone()?;
+            let generation = inner.next_generation;
+            inner.next_generation += 1;
+            (inner.idle.pop(), model, generation)
+        };
+        let mut worker = match worker {
+            Some(w) => w,
+            None => Worker::spawn(model, self.grammar.clone(), self.warm_up.clone())?,
+        };
+        worker.generation = generation;
+        worker.commands.send(Command::Reset(generation)).ok()?;
+        Some(Lease { worker: Some(worker), pool: self.clone() })
+    }
+
+    /// A warm lease if one is idle right now; never blocks.
+    pub fn try_lease(&self) -> Option<Lease> {
+        let (mut worker, generation) = {
+            let mut inner = self.lock();
+            let worker = inner.idle.pop()?;
+            let generation = inner.next_generation;
+            inner.next_generation += 1;
+            (worker, generation)
+        };
+        worker.generation = generation;
+        worker.commands.send(Command::Reset(generation)).ok()?;
+        Some(Lease { worker: Some(worker), pool: self.clone() })
+    }
+
+    pub fn idle(&self) -> usize {
+        self.lock().idle.len()
+    }
+}
+
+/// One call's recognizer. Dropping it gives the worker back to the pool.
+pub struct Lease {
+    worker: Option<Worker>,
+    pool: Stt,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    fn worker(&self) -> &Worker {
+        self.worker.as_ref().expect("present until drop")
+    }
+
+    /// Feeds 20 ms of 16 kHz audio. Never blocks: if the worker is 5 s behind, the frame is dropped.
+    pub fn feed(&self, frame: &[i16; FRAME_16K]) {
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.worker().commands.try_send(Command::Audio(*frame)) {
+            tracing::warn!("the recognizer is falling behind: a frame was dropped");
+        }
+    }
+
+    /// The utterance is over: its final transcript will arrive as [`Heard::Final`].
+    pub fn finish(&self) {
+        let _ = self.worker().commands.try_send(Command::Finish);
+    }
+
+    /// The next result, if any, without waiting.
+    pub fn poll(&self) -> Option<Heard> {
+        let worker = self.worker();
+        loop {
+            match worker.events.try_recv() {
+                Ok((g, heard)) if g == worker.generation => return Some(heard),
+                Ok(_) => continue, // left over from the call before
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for the next result (tests and benchmarks).
+    pub fn wait(&self, timeout: Duration) -> Option<Heard> {
+        let worker = self.worker();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match worker.events.recv_timeout(left) {
+                Ok((g, heard)) if g == worker.generation => return Some(heard),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.pool.lock().idle.push(worker);
+        }
+    }
 }
 
 #[cfg(test)]

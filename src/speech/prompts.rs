@@ -1,0 +1,88 @@
+//! The box's fixed phrases, per language. `speech.language` picks the table; `assistant.greeting` and
+//! `assistant.fallback` override those two when set.
+
+/// A language's prompts and the words its built-in skills listen for.
+#[derive(Debug, Clone, Copy)]
+pub struct Language {
+    pub code: &'static str,
+    pub greeting: &'static str,
+    pub fallback: &'static str,
+    pub goodbye: &'static str,
+    pub one_moment: &'static str,
+    pub trouble: &'static str,
+    pub reprompt: &'static str,
+    pub voicemail_intro: &'static str,
+    pub voicemail_saved: &'static str,
+    pub nothing_to_repeat: &'static str,
+    /// `{name}`: the box's name.
+    pub who: &'static str,
+    /// `{name}`: the contact.
+    pub calling: &'static str,
+    /// `{time}`.
+    pub time: &'static str,
+    /// `{date}`.
+    pub date: &'static str,
+    pub time_words: &'static [&'static str],
+    pub date_words: &'static [&'static str],
+    pub repeat_words: &'static [&'static str],
+    pub who_words: &'static [&'static str],
+    pub voicemail_words: &'static [&'static str],
+    pub goodbye_words: &'static [&'static str],
+    pub call_words: &'static [&'static str],
+}
+
+pub const ENGLISH: Language = Language {
+    code: "en",
+    greeting: "Hello, you have reached VOCA Box. How can I help?",
+    fallback: "Sorry, I did not catch that. Could you say it again?",
+    goodbye: "Goodbye.",
+    one_moment: "One moment please.",
+    trouble: "Sorry, I am having trouble. Please try again later.",
+    reprompt: "Are you still there? You can ask me the time, or say leave a message.",
+    voicemail_intro: "Please leave your message after the tone. Press pound when you are done.",
+    voicemail_saved: "Thank you. Your message is saved. Goodbye.",
+    nothing_to_repeat: "I have not said anything yet.",
+    who: "This is {name}, a voice assistant box.",
+    calling: "Calling {name}.",
+    time: "It is {time}.",
+    date: "Today is {date}.",
+    time_words: &["what time", "the time", "time is it"],
+    date_words: &["what day", "the date", "today's date", "what's the date"],
+    repeat_words: &["repeat", "say that again", "say again", "pardon"],
+    who_words: &["who are you", "who is this", "what are you", "who am i talking to"],
+    voicemail_words: &["leave a message", "take a message", "voicemail", "leave message"],
+    goodbye_words: &["goodbye", "good bye", "bye", "hang up", "that's all", "that is all"],
+    call_words: &["call", "phone", "ring"],
+};
+
+pub const KOREAN: Language = Language {
+    code: "ko",
+    greeting: "안녕하세요. 보카 박스입니다. 무엇을 도와 드릴까요?",
+    fallback: "죄송합니다. 다시 말씀해 주시겠어요?",
+    goodbye: "안녕히 계세요.",
+    one_moment: "잠시만 기다려 주세요.",
+    trouble: "죄송합니다. 문제가 생겼습니다. 나중에 다시 걸어 주세요.",
+    reprompt: "아직 계신가요? 시간을 물어보시거나 메시지를 남기실 수 있습니다.",
+    voicemail_intro: "삐 소리 후에 메시지를 남겨 주세요. 끝나면 우물 정자를 눌러 주세요.",
+    voicemail_saved: "감사합니다. 메시지가 저장되었습니다. 안녕히 계세요.",
+    nothing_to_repeat: "아직 드린 말씀이 없습니다.",
+    who: "저는 {name} 음성 비서입니다.",
+    calling: "{name}에게 전화합니다.",
+    time: "지금은 {time}입니다.",
+    date: "오늘은 {date}입니다.",
+    time_words: &["몇 시", "몇시", "시간"],
+    date_words: &["며칠", "날짜", "무슨 요일"],
+    repeat_words: &["다시 말", "다시 한번", "뭐라고"],
+    who_words: &["누구", "누구세요"],
+    voicemail_words: &["메시지", "음성 사서함", "메모"],
+    goodbye_words: &["안녕히", "끊어", "그만", "끝"],
+    call_words: &["전화"],
+};
+
+/// The language table for `code` (`en`, `en-us`, `ko`…); English when unknown.
+pub fn language(code: &str) -> &'static Language {
+    match code.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase().as_str() {
+        "ko" => &KOREAN,
+        _ => &ENGLISH,
+    }
+}
