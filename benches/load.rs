@@ -34,7 +34,7 @@ fn main() {
         &config_path,
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[device]\ndata_dir = \"{}\"\n[twilio]\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
-             [calls]\nmax_concurrent = 1000\nrate_limit_per_hour = 0\ngreeting_wav = \"{}\"\n",
+             [calls]\nanswer = \"tones\"\nmax_concurrent = 1000\nrate_limit_per_hour = 0\ngreeting_wav = \"{}\"\n",
             dir.path().join("data").display(),
             greeting.display()
         ),

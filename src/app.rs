@@ -12,16 +12,23 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::assistant::llm::Llm;
+use crate::assistant::Assistant;
 use crate::audio::resample::Upsampler;
+use crate::audio::vad::VadConfig;
 use crate::audio::wav;
+use crate::call::conversation::{AssistantCall, Prompts, SpeechKit, Transfer};
 use crate::call::registry::Registry;
 use crate::call::responder::{Responder, ResponderFactory, ToneResponder};
 use crate::call::session::SessionContext;
-use crate::config::{Config, TunnelProvider};
+use crate::config::{AnswerMode, Config, TunnelProvider};
 use crate::events::{DeviceState, StateBus};
+use crate::speech::stt::Stt;
+use crate::speech::tts::Tts;
 use crate::store::Store;
+use crate::twilio::media::CallSid;
 use crate::twilio::rest::RestClient;
 use crate::twilio::webhook::{self, PhoneState};
 use crate::web;
@@ -49,6 +56,8 @@ pub struct Running {
     pub state: StateBus,
     pub registry: Arc<Registry>,
     pub store: Store,
+    /// Speech recognition, when the assistant answers calls.
+    pub speech: Option<Stt>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -80,6 +89,125 @@ fn greeting(config: &Config) -> anyhow::Result<Option<Arc<Vec<i16>>>> {
     Ok(Some(Arc::new(samples)))
 }
 
+/// What answers calls: the assistant (speech), or the tone line test. The speech engines start here;
+/// the model loads in the background while the box already answers.
+async fn responders(
+    config: &Config,
+    store: &Store,
+    rest: Option<RestClient>,
+    greeting: Option<Arc<Vec<i16>>>,
+) -> (ResponderFactory, Option<Stt>) {
+    let tones = move || -> ResponderFactory {
+        Arc::new(move |_: &CallSid| Box::new(ToneResponder::new(greeting.clone())) as Box<dyn Responder>)
+    };
+    match config.calls.answer {
+        AnswerMode::Tones => return (tones(), None),
+        AnswerMode::Ring | AnswerMode::Intercom => {
+            warn!(
+                "calls.answer = {:?} needs the box's panel and audio (not built yet): the assistant answers",
+                config.calls.answer
+            )
+        }
+        AnswerMode::Assistant | AnswerMode::Voicemail => {}
+    }
+    let speech = config.speech.clone();
+    let tts = match tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await {
+        Ok(Ok(tts)) => Arc::new(tts),
+        Ok(Err(e)) => {
+            error!("{e}: calls get the tone line test instead of the assistant");
+            return (tones(), None);
+        }
+        Err(e) => {
+            error!("the TTS start-up crashed ({e}): calls get the tone line test");
+            return (tones(), None);
+        }
+    };
+    let assistant = Arc::new(Assistant::new(config));
+    let prompts = Prompts::render(&tts, &assistant).await;
+    let grammar = config.speech.grammar.then(|| assistant.grammar());
+    let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
+    let stt = Stt::start(config.speech.model_path(), warm, grammar.clone(), prompts.greeting.to_vec());
+    let transfer = match (rest, &config.twilio.phone_number) {
+        (Some(rest), Some(number)) => {
+            Some(Transfer { rest, caller_id: number.clone(), contacts: config.contacts.clone() })
+        }
+        _ => None,
+    };
+    let kit = SpeechKit {
+        stt,
+        tts,
+        prompts,
+        assistant,
+        llm: Llm::new(&config.llm),
+        vad: VadConfig {
+            hangover: config.speech.endpoint_hangover.into(),
+            min_speech: config.speech.min_speech.into(),
+            ..VadConfig::default()
+        },
+        reprompt_after: config.speech.reprompt_after.into(),
+        store: store.clone(),
+        voicemail_dir: config.device.data_dir.join("voicemail"),
+        store_transcripts: config.assistant.store_transcripts,
+        voicemail_only: config.calls.answer == AnswerMode::Voicemail,
+        grammar: grammar.map(Arc::new),
+        transfer,
+    };
+    info!(tts = %kit.tts.version, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
+    let stt = kit.stt.clone();
+    (Arc::new(move |sid: &CallSid| Box::new(AssistantCall::new(kit.clone(), sid)) as Box<dyn Responder>), Some(stt))
+}
+
+/// Runs the box's recognizer over 16 kHz audio the way a call does (same warm-up, same VAD
+/// endpointing) and returns one transcript per utterance. `voca transcribe` prints them.
+pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<String>> {
+    let speech = config.speech.clone();
+    let tts = tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await??;
+    let assistant = Assistant::new(config);
+    // The same warm-up audio a box uses (its greeting), so recognizers start in the same state.
+    let warm_up = tts.render(&assistant.greeting).await;
+    let grammar = config.speech.grammar.then(|| assistant.grammar());
+    let stt = Stt::start(config.speech.model_path(), 1, grammar.clone(), warm_up);
+    if let crate::speech::stt::ModelState::Failed(why) = stt.ready().await {
+        anyhow::bail!("{why}");
+    }
+    let lease = stt.try_lease().context("no recognizer")?;
+    let mut vad = crate::audio::vad::Vad::new(VadConfig {
+        hangover: config.speech.endpoint_hangover.into(),
+        min_speech: config.speech.min_speech.into(),
+        ..VadConfig::default()
+    });
+    let mut texts = Vec::new();
+    let mut pending = 0;
+    let mut frame = [0i16; 320];
+    for chunk in audio.chunks(320) {
+        frame.fill(0);
+        frame[..chunk.len()].copy_from_slice(chunk);
+        lease.feed(&frame);
+        if vad.push(&frame) == Some(crate::audio::vad::VadEvent::End) {
+            lease.finish();
+            pending += 1;
+        }
+    }
+    if vad.is_talking() {
+        lease.finish();
+        pending += 1;
+    }
+    while pending > 0 {
+        match lease.wait(Duration::from_secs(60)).context("the recognizer stopped answering")? {
+            crate::speech::stt::Heard::Final { text, .. } => {
+                pending -= 1;
+                let text = match &grammar {
+                    Some(phrases) => crate::assistant::pick_phrase(&text, phrases).map_or(text.clone(), str::to_owned),
+                    None => text,
+                };
+                texts.push(text);
+            }
+            crate::speech::stt::Heard::Partial(_) => {}
+        }
+    }
+    Ok(texts)
+}
+
 /// Starts the box and returns once it is listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = StateBus::default();
@@ -107,9 +235,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let registry = Arc::new(Registry::new(config.calls.clone()));
     let greeting = greeting(&config)?;
-    let responders: ResponderFactory =
-        Arc::new(move || Box::new(ToneResponder::new(greeting.clone())) as Box<dyn Responder>);
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };
+    let (responders, speech) = responders(&config, &store, rest.clone(), greeting).await;
 
     let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
         format!(
@@ -142,6 +269,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state: state.clone(),
         started: Instant::now(),
         registry: registry.clone(),
+        speech: speech.clone(),
     };
     let router = web::finish(web::router(status).merge(webhook::routes(phone)));
     tracker.spawn(web::serve(listener, router, shutdown.clone(), SHUTDOWN_DEADLINE));
@@ -163,5 +291,5 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             drop(store);
         })
     };
-    Ok(Running { addr, state, registry, store, shutdown, done })
+    Ok(Running { addr, state, registry, store, speech, shutdown, done })
 }

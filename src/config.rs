@@ -111,6 +111,8 @@ pub struct TunnelConfig {
 #[serde(rename_all = "lowercase")]
 pub enum AnswerMode {
     Assistant,
+    /// A line test: a chime, each key echoed as its tone, `#` hangs up. No speech.
+    Tones,
     Ring,
     Intercom,
     Voicemail,

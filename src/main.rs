@@ -68,6 +68,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the speech recognizer over a WAV (16-bit mono, 8 or 16 kHz) as a call would: prints one
+    /// transcript per utterance.
+    Transcribe {
+        /// The recording.
+        audio: PathBuf,
+    },
     /// Act as Twilio against a running box: signed webhook, TwiML, Media Stream with caller audio;
     /// prints what happened (turn latencies included) as JSON.
     SimulateCall(SimulateArgs),
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
             Command::Hangup { call_sid } => hang_up(&config, &call_sid).await,
             Command::Calls { limit, json } => list_calls(&config, limit, json).await,
             Command::SimulateCall(args) => simulate(&config, args).await,
+            Command::Transcribe { audio } => transcribe(&config, &audio).await,
         }
     });
     match result {
@@ -309,6 +316,23 @@ async fn simulate(config: &Config, args: SimulateArgs) -> anyhow::Result<ExitCod
     }
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(if result.webhook_status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn transcribe(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
+    let wav = voca::audio::wav::read(path)?;
+    let audio = match wav.rate {
+        16000 => wav.samples,
+        8000 => {
+            let mut out = vec![0; wav.samples.len() * 2];
+            voca::audio::resample::Upsampler::default().process(&wav.samples, &mut out);
+            out
+        }
+        rate => voca::audio::resample::convert(&wav.samples, rate, 16000),
+    };
+    for text in voca::app::transcribe(config, &audio).await? {
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list_models(dir: &Path, configured: &str) -> anyhow::Result<()> {

@@ -31,6 +31,8 @@ pub struct Status {
     pub state: StateBus,
     pub started: Instant,
     pub registry: Arc<Registry>,
+    /// The speech model's state, when the assistant answers calls.
+    pub speech: Option<crate::speech::stt::Stt>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +42,8 @@ struct Health {
     name: String,
     version: &'static str,
     uptime_seconds: u64,
+    /// `loading`, `ready`, `failed` or `off`.
+    speech: &'static str,
     calls: Vec<CallSummary>,
 }
 
@@ -59,6 +63,12 @@ async fn healthz(State(status): State<Status>) -> Json<Health> {
         name: status.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: status.started.elapsed().as_secs(),
+        speech: match status.speech.as_ref().map(crate::speech::stt::Stt::state) {
+            None => "off",
+            Some(crate::speech::stt::ModelState::Loading) => "loading",
+            Some(crate::speech::stt::ModelState::Ready) => "ready",
+            Some(crate::speech::stt::ModelState::Failed(_)) => "failed",
+        },
         calls: status.registry.list(Instant::now()),
     })
 }

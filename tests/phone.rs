@@ -32,6 +32,8 @@ impl TestBox {
             ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
             ("TWILIO_PHONE_NUMBER", common::NUMBER),
             ("VOCA_HTTP_LISTEN", "127.0.0.1:0"),
+            // The phone path itself: a chime, keys echoed as tones (the assistant has its own tests).
+            ("VOCA_CALLS_ANSWER", "tones"),
         ]
         .iter()
         .map(|(k, v)| ((*k).into(), (*v).into()))

@@ -130,7 +130,7 @@ fn simulate_call_talks_to_a_running_box_and_calls_lists_it() {
         common::AUTH_TOKEN,
         common::NUMBER
     );
-    let running = start_with(dir.path(), &twilio);
+    let running = start_with(dir.path(), &format!("[calls]\nanswer = \"tones\"\n{twilio}"));
     let audio = dir.path().join("caller.wav");
     let tone: Vec<i16> = (0..8000).map(|i| ((i as f32 * 0.2).sin() * 6000.0) as i16).collect();
     voca::audio::wav::write(&audio, 8000, &tone).expect("write wav");

@@ -40,7 +40,11 @@ impl Llm {
     pub fn new(config: &LlmConfig) -> Option<Self> {
         let base = config.url.as_ref()?;
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().ok()?;
-        Some(Self { http, url: format!("{}/chat/completions", base.as_str().trim_end_matches('/')), config: config.clone() })
+        Some(Self {
+            http,
+            url: format!("{}/chat/completions", base.as_str().trim_end_matches('/')),
+            config: config.clone(),
+        })
     }
 
     /// Asks for a short spoken answer to `heard`, with the conversation so far. Never takes longer
@@ -142,12 +146,18 @@ mod tests {
                     "data: [DONE]\n"
                 }),
             )
-            .route("/err/v1/chat/completions", axum::routing::post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "overloaded") }));
+            .route(
+                "/err/v1/chat/completions",
+                axum::routing::post(|| async { (axum::http::StatusCode::BAD_GATEWAY, "overloaded") }),
+            );
         let base = serve(app).await.trim_end_matches("/v1").to_owned();
         let started = std::time::Instant::now();
         assert!(matches!(llm(&format!("{base}/slow/v1"), 300).ask("hi", &[]).await, Err(LlmError::Timeout(_))));
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(matches!(llm(&format!("{base}/err/v1"), 2000).ask("hi", &[]).await, Err(LlmError::Status { status: 502, .. })));
+        assert!(matches!(
+            llm(&format!("{base}/err/v1"), 2000).ask("hi", &[]).await,
+            Err(LlmError::Status { status: 502, .. })
+        ));
         assert!(matches!(llm("http://127.0.0.1:9/v1", 2000).ask("hi", &[]).await, Err(LlmError::Transport { .. })));
         assert!(Llm::new(&Config::defaults().llm).is_none(), "off unless configured");
     }

@@ -69,13 +69,16 @@ pub struct Assistant {
 
 /// Lower case, punctuation removed, spaces collapsed: how heard and configured phrases are compared.
 pub fn normalize(text: &str) -> String {
-    let cleaned: String =
-        text.chars().map(|c| if c.is_alphanumeric() || c == '\'' { c.to_lowercase().next().unwrap_or(c) } else { ' ' }).collect();
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c == '\'' { c.to_lowercase().next().unwrap_or(c) } else { ' ' })
+        .collect();
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn contains_phrase(heard: &str, phrase: &str) -> bool {
-    !phrase.is_empty() && format!(" {heard} ").contains(&format!(" {phrase} ")) || (phrase.contains(' ') && heard.contains(phrase))
+    !phrase.is_empty() && format!(" {heard} ").contains(&format!(" {phrase} "))
+        || (phrase.contains(' ') && heard.contains(phrase))
 }
 
 fn any(heard: &str, words: &[&str]) -> bool {
@@ -95,7 +98,10 @@ impl Assistant {
                 .assistant
                 .intents
                 .iter()
-                .map(|i| ConfiguredIntent { phrases: i.phrases.iter().map(|p| normalize(p)).collect(), reply: i.reply.clone() })
+                .map(|i| ConfiguredIntent {
+                    phrases: i.phrases.iter().map(|p| normalize(p)).collect(),
+                    reply: i.reply.clone(),
+                })
                 .collect(),
             contacts: config.contacts.iter().map(|c| c.name.clone()).collect(),
         }
@@ -105,9 +111,7 @@ impl Assistant {
     pub fn grammar(&self) -> Vec<String> {
         let l = self.language;
         let mut phrases: Vec<String> = self.intents.iter().flat_map(|i| i.phrases.iter().cloned()).collect();
-        for words in [l.time_words, l.date_words, l.repeat_words, l.who_words, l.voicemail_words, l.goodbye_words] {
-            phrases.extend(words.iter().map(|w| normalize(w)));
-        }
+        phrases.extend(l.menu_phrases.iter().map(|p| normalize(p)));
         for name in &self.contacts {
             phrases.extend(l.call_words.iter().map(|w| normalize(&format!("{w} {name}"))));
         }
@@ -164,13 +168,34 @@ impl Assistant {
         let l = self.language;
         let reply = match digit {
             '0' => Reply::new(l.voicemail_intro, Action::Voicemail, Source::Menu),
-            '1' => Reply::new(conversation.last_reply.clone().unwrap_or_else(|| l.nothing_to_repeat.into()), Action::None, Source::Menu),
+            '1' => Reply::new(
+                conversation.last_reply.clone().unwrap_or_else(|| l.nothing_to_repeat.into()),
+                Action::None,
+                Source::Menu,
+            ),
             '2' => Reply::new(l.time.replace("{time}", &now_spoken(l, false)), Action::None, Source::Menu),
             '#' => Reply::new(l.goodbye, Action::HangUp, Source::Menu),
             _ => return None,
         };
         Some(reply)
     }
+}
+
+/// The grammar phrase closest to what a grammar-mode recognizer heard. A grammar lets the decoder
+/// string the phrases' words together in any order ("지금 예요 시 예요"), so the phrase whose words
+/// were heard most completely wins; `None` when no phrase reaches half its words.
+pub fn pick_phrase<'p>(heard: &str, phrases: &'p [String]) -> Option<&'p str> {
+    let heard: Vec<String> = normalize(heard).split(' ').map(str::to_owned).collect();
+    phrases
+        .iter()
+        .filter_map(|phrase| {
+            let words: Vec<&str> = phrase.split(' ').filter(|w| !w.is_empty()).collect();
+            let found = words.iter().filter(|w| heard.iter().any(|h| h == *w)).count();
+            let score = found as f64 / words.len().max(1) as f64;
+            (score >= 0.5).then_some((score, found, phrase.as_str()))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, _, phrase)| phrase)
 }
 
 fn now_spoken(language: &Language, date: bool) -> String {
@@ -226,6 +251,19 @@ mod tests {
         assert_eq!(a.menu('1', &c).expect("menu").text, "We open at nine.");
     }
 
+    #[test]
+    fn grammar_output_is_mapped_to_the_closest_phrase() {
+        let phrases: Vec<String> = ["지금 몇 시 예요", "안녕히 계세요", "다시 말해 주세요"].map(String::from).to_vec();
+        // What the Korean model made of espeak-ng saying each phrase in grammar mode.
+        assert_eq!(pick_phrase("지금 예요 시 예요", &phrases), Some("지금 몇 시 예요"));
+        assert_eq!(pick_phrase("예요 계세요", &phrases), Some("안녕히 계세요"));
+        assert_eq!(pick_phrase("다시 말해 주세요 시 예요", &phrases), Some("다시 말해 주세요"));
+        assert_eq!(pick_phrase("<UNK>", &phrases), None);
+        for phrase in prompts::ENGLISH.menu_phrases {
+            assert!(assistant("en").understand(phrase, &Conversation::default()).is_some(), "{phrase}");
+        }
+    }
+
     const ENGLISH_NOTHING: &str = "I have not said anything yet.";
 
     #[test]
@@ -238,7 +276,10 @@ mod tests {
         assert_eq!(a.menu('0', &c).map(|r| r.action), Some(Action::Voicemail));
         assert_eq!(a.menu('#', &c).map(|r| r.action), Some(Action::HangUp));
         assert_eq!(a.menu('7', &c), None);
-        assert!(a.grammar().iter().any(|p| p == "몇 시"));
+        assert!(a.grammar().iter().any(|p| p == "지금 몇 시 예요"));
+        for phrase in prompts::KOREAN.menu_phrases {
+            assert!(a.understand(phrase, &c).is_some(), "every menu phrase reaches a skill: {phrase}");
+        }
         assert_eq!(a.greeting, prompts::KOREAN.greeting, "an unset greeting follows the language");
     }
 }

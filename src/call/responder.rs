@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::twilio::media::CallSid;
+
 /// 20 ms at 16 kHz.
 pub const FRAME_16K: usize = 320;
 pub type Frame16k = [i16; FRAME_16K];
@@ -64,10 +66,12 @@ pub trait Responder: Send {
     fn poll(&mut self, _out: &mut Outbox) {}
     /// Twilio echoed a mark: `played` is false when it was cut by a `clear` (barge-in).
     fn mark(&mut self, _label: &str, _played: bool) {}
+    /// The call is over, however it ended (save what must be saved).
+    fn end(&mut self) {}
 }
 
-/// Makes a fresh responder for each call.
-pub type ResponderFactory = Arc<dyn Fn() -> Box<dyn Responder> + Send + Sync>;
+/// Makes a fresh responder for each call, given the call's SID.
+pub type ResponderFactory = Arc<dyn Fn(&CallSid) -> Box<dyn Responder> + Send + Sync>;
 
 /// The low and high frequencies of a DTMF key.
 pub fn dtmf_frequencies(digit: char) -> Option<(f32, f32)> {

@@ -26,6 +26,8 @@ use crate::twilio::rest::RestClient;
 
 /// How often a call polls its responder and checks for silence (audio is paced separately).
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// After the last words before a hang-up, how long to wait for Twilio to confirm they were played.
+const GOODBYE_GRACE: Duration = Duration::from_millis(1500);
 /// How long a new stream may take to send `start`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mean absolute amplitude (8 kHz) above which a frame counts as the caller speaking.
@@ -145,8 +147,9 @@ where
         if let Err(e) = ctx.store.call_answered(sid.as_str()).await {
             warn!("call log: {e}");
         }
-        let mut call = Call::new(stream_sid.to_string(), ctx);
+        let mut call = Call::new(stream_sid.to_string(), &sid, ctx);
         let (outcome, reason, box_hung_up) = call.converse(&mut inbound, &mut outbound, &hangup).await;
+        call.responder.end();
         end(ctx, &mut finish, &mut outbound, outcome, reason, box_hung_up, call.stats).await
     }
     .instrument(span)
@@ -208,11 +211,11 @@ struct Call<'c> {
 }
 
 impl<'c> Call<'c> {
-    fn new(stream_sid: String, ctx: &'c SessionContext) -> Self {
+    fn new(stream_sid: String, sid: &CallSid, ctx: &'c SessionContext) -> Self {
         Self {
             ctx,
             stream_sid,
-            responder: (ctx.responders)(),
+            responder: (ctx.responders)(sid),
             out: Outbox::default(),
             up: Upsampler::default(),
             down: Downsampler::default(),
@@ -245,12 +248,18 @@ impl<'c> Call<'c> {
         let mut tick = interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         self.responder.start(&mut self.out);
+        let mut goodbye_sent: Option<Instant> = None;
         loop {
             if let Err(e) = self.flush_signals(outbound).await {
                 return (Outcome::Completed, format!("stream closed: {e}"), false);
             }
-            if let Some(reason) = self.out.hangup.as_ref().filter(|_| !self.out.is_playing()) {
-                return (Outcome::Completed, format!("box hung up: {reason}"), true);
+            if let Some(reason) = self.out.hangup.clone().filter(|_| !self.out.is_playing()) {
+                // Let the caller hear the last words: wait for their marks (Twilio echoes a mark
+                // once the audio before it has played), but not for ever.
+                let sent = *goodbye_sent.get_or_insert_with(Instant::now);
+                if self.outstanding.iter().all(|(_, cut)| *cut) || sent.elapsed() > GOODBYE_GRACE {
+                    return (Outcome::Completed, format!("box hung up: {reason}"), true);
+                }
             }
             let due = self.out.is_playing().then(|| self.pacer.next_due(std::time::Instant::now()).into());
             tokio::select! {
@@ -436,7 +445,7 @@ mod tests {
         SessionContext {
             registry: Arc::new(Registry::new(calls)),
             store: Store::open(dir).expect("store"),
-            responders: Arc::new(|| Box::new(ToneResponder::new(None)) as Box<dyn Responder>),
+            responders: Arc::new(|_: &CallSid| Box::new(ToneResponder::new(None)) as Box<dyn Responder>),
             max_duration: Duration::from_secs(30),
             silence_timeout: Duration::from_secs(30),
             shutdown: CancellationToken::new(),

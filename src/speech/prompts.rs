@@ -29,6 +29,8 @@ pub struct Language {
     pub voicemail_words: &'static [&'static str],
     pub goodbye_words: &'static [&'static str],
     pub call_words: &'static [&'static str],
+    /// Whole sentences callers say to the built-in skills: the grammar in grammar mode.
+    pub menu_phrases: &'static [&'static str],
 }
 
 pub const ENGLISH: Language = Language {
@@ -53,6 +55,14 @@ pub const ENGLISH: Language = Language {
     voicemail_words: &["leave a message", "take a message", "voicemail", "leave message"],
     goodbye_words: &["goodbye", "good bye", "bye", "hang up", "that's all", "that is all"],
     call_words: &["call", "phone", "ring"],
+    menu_phrases: &[
+        "what time is it",
+        "what is the date",
+        "say that again",
+        "who is this",
+        "leave a message",
+        "goodbye",
+    ],
 };
 
 pub const KOREAN: Language = Language {
@@ -77,6 +87,14 @@ pub const KOREAN: Language = Language {
     voicemail_words: &["메시지", "음성 사서함", "메모"],
     goodbye_words: &["안녕히", "끊어", "그만", "끝"],
     call_words: &["전화"],
+    menu_phrases: &[
+        "지금 몇 시 예요",
+        "오늘 며칠 이에요",
+        "다시 말해 주세요",
+        "누구세요",
+        "메시지 남길게요",
+        "안녕히 계세요",
+    ],
 };
 
 /// The language table for `code` (`en`, `en-us`, `ko`…); English when unknown.

@@ -24,6 +24,8 @@ pub enum SttError {
 pub struct LoadedModel {
     pub model: vosk::Model,
     pub took: Duration,
+    /// The model's unknown-word token (`[unk]` in most models, `<UNK>` in some), for grammars.
+    pub unknown_word: Option<&'static str>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -42,8 +44,9 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, SttError> {
     vosk::set_log_level(vosk::LogLevel::Warn);
     let started = Instant::now();
     let path_text = path.to_str().ok_or_else(|| SttError::ModelLoad { path: path.to_path_buf() })?;
-    let model = vosk::Model::new(path_text).ok_or_else(|| SttError::ModelLoad { path: path.to_path_buf() })?;
-    Ok(LoadedModel { model, took: started.elapsed() })
+    let mut model = vosk::Model::new(path_text).ok_or_else(|| SttError::ModelLoad { path: path.to_path_buf() })?;
+    let unknown_word = ["[unk]", "<UNK>"].into_iter().find(|w| model.find_word(w).is_some());
+    Ok(LoadedModel { model, took: started.elapsed(), unknown_word })
 }
 
 /// What a recognizer worker reports.
@@ -55,6 +58,9 @@ pub enum Heard {
     Final { text: String, decode: Duration },
 }
 
+// Frames travel by value through a bounded channel whose slots are allocated once: no allocation
+// per frame, at the price of every slot being frame-sized.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Audio([i16; FRAME_16K]),
     Finish,
@@ -93,12 +99,14 @@ impl Worker {
                     let _ = ready_tx.send(false);
                     return;
                 };
-                // A fresh recognizer is slow on its first utterance: pay that here, not on a call.
+                // A fresh recognizer is slow on its first utterance (its decoding graph fills a cache
+                // as it goes): pay that here, not on a call. Ending with a final result (not reset)
+                // makes the next audio start a fresh feature pipeline, so nothing of the warm-up
+                // audio (speaker adaptation) carries into a call; the graph cache stays warm.
                 for chunk in warm_up.chunks(FRAME_16K) {
                     let _ = rec.accept_waveform(chunk);
                 }
                 let _ = rec.final_result();
-                rec.reset();
                 let _ = ready_tx.send(true);
                 let (mut generation, mut frames, mut last_partial) = (0u64, 0u32, String::new());
                 for command in queue {
@@ -121,7 +129,8 @@ impl Worker {
                             let _ = events_tx.send((generation, Heard::Final { text, decode: started.elapsed() }));
                         }
                         Command::Reset(g) => {
-                            rec.reset();
+                            // As after warm-up: a final result, so the call starts from a clean state.
+                            let _ = rec.final_result();
                             generation = g;
                             frames = 0;
                             last_partial.clear();
@@ -144,6 +153,8 @@ pub enum ModelState {
 
 struct PoolInner {
     model: Option<Arc<vosk::Model>>,
+    /// The grammar as the workers use it (with the model's unknown-word token).
+    grammar: Option<Arc<Vec<String>>>,
     state: ModelState,
     idle: Vec<Worker>,
     next_generation: u64,
@@ -172,14 +183,12 @@ impl Stt {
         let stt = Self {
             inner: Arc::new(std::sync::Mutex::new(PoolInner {
                 model: None,
+                grammar: None,
                 state: ModelState::Loading,
                 idle: Vec::new(),
                 next_generation: 1,
             })),
-            grammar: grammar.map(|mut g| {
-                g.push("[unk]".into());
-                Arc::new(g)
-            }),
+            grammar: grammar.map(Arc::new),
             warm_up: Arc::new(warm_up),
         };
         let loader = stt.clone();
@@ -188,10 +197,17 @@ impl Stt {
                 Ok(loaded) => {
                     tracing::info!("speech model {} loaded in {:.1} s", path.display(), loaded.took.as_secs_f64());
                     let model = Arc::new(loaded.model);
+                    // Out-of-grammar speech is better heard as "unknown" than forced onto a phrase.
+                    let grammar = loader.grammar.as_ref().map(|g| {
+                        let mut g = g.to_vec();
+                        g.extend(loaded.unknown_word.map(str::to_owned));
+                        Arc::new(g)
+                    });
                     let workers: Vec<Worker> = (0..warm)
-                        .filter_map(|_| Worker::spawn(model.clone(), loader.grammar.clone(), loader.warm_up.clone()))
+                        .filter_map(|_| Worker::spawn(model.clone(), grammar.clone(), loader.warm_up.clone()))
                         .collect();
                     let mut inner = loader.lock();
+                    inner.grammar = grammar;
                     inner.idle.extend(workers);
                     inner.model = Some(model);
                     inner.state = ModelState::Ready;
@@ -230,16 +246,16 @@ impl Stt {
     /// A recognizer for one call: a warm one if any is idle, else a new one (warmed first, so this
     /// blocks for about a second: call it off the async runtime). `None` until the model is loaded.
     pub fn lease(&self) -> Option<Lease> {
-        let (worker, model, generation) = {
+        let (worker, model, grammar, generation) = {
             let mut inner = self.lock();
             let model = inner.model.clone()?;
             let generation = inner.next_generation;
             inner.next_generation += 1;
-            (inner.idle.pop(), model, generation)
+            (inner.idle.pop(), model, inner.grammar.clone(), generation)
         };
         let mut worker = match worker {
             Some(w) => w,
-            None => Worker::spawn(model, self.grammar.clone(), self.warm_up.clone())?,
+            None => Worker::spawn(model, grammar, self.warm_up.clone())?,
         };
         worker.generation = generation;
         worker.commands.send(Command::Reset(generation)).ok()?;
@@ -262,6 +278,12 @@ impl Stt {
 
     pub fn idle(&self) -> usize {
         self.lock().idle.len()
+    }
+
+    /// The audio every new recognizer decodes once before serving (a warm recognizer decodes a
+    /// little differently from a cold one, so a reference recognizer must be warmed alike).
+    pub fn warm_up_audio(&self) -> Arc<Vec<i16>> {
+        self.warm_up.clone()
     }
 }
 

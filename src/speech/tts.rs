@@ -380,9 +380,14 @@ mod tests {
         assert!(sentences("  ").is_empty());
     }
 
-    #[tokio::test]
-    async fn the_tts_thread_streams_sentences_and_stops_when_cancelled() {
+    #[test]
+    fn the_tts_thread_streams_sentences_and_stops_when_cancelled() {
         let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(tts_streams_and_cancels());
+    }
+
+    async fn tts_streams_and_cancels() {
         let tts = Tts::start("en-us", 165, 50).expect("espeak-ng");
         let mut speech = tts.speak("First sentence here. Second sentence follows. And a third one.");
         let first = speech.chunks.recv().await.expect("first chunk");

@@ -10,7 +10,8 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE calls (
         id INTEGER PRIMARY KEY,
         call_sid TEXT NOT NULL UNIQUE,
         direction TEXT NOT NULL,
@@ -23,7 +24,18 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
         outcome TEXT,
         reason TEXT
     );
-    CREATE INDEX calls_created ON calls(created_at);"];
+    CREATE INDEX calls_created ON calls(created_at);",
+    "CREATE TABLE turns (
+        id INTEGER PRIMARY KEY,
+        call_sid TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        speaker TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX turns_call ON turns(call_sid);
+    ALTER TABLE calls ADD COLUMN voicemail TEXT;",
+];
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -91,6 +103,8 @@ pub struct CallRecord {
     pub duration_ms: Option<i64>,
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    /// The recorded message, if the caller left one.
+    pub voicemail: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -222,6 +236,38 @@ impl Store {
         self.run(move |c| c.query_row(&format!("{SELECT} WHERE call_sid = ?1"), [sid], record).optional()).await
     }
 
+    /// One turn of a conversation: `speaker` is `caller` or `box`; `seq` orders a call's turns.
+    pub async fn add_turn(&self, sid: &str, seq: u32, speaker: &'static str, text: &str) -> Result<(), StoreError> {
+        let (sid, text) = (sid.to_owned(), text.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO turns (call_sid, seq, at, speaker, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sid, seq, now_ms(), speaker, text],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The conversation of a call, in order: (speaker, text).
+    pub async fn turns(&self, sid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let sid = sid.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached("SELECT speaker, text FROM turns WHERE call_sid = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map([sid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Notes the caller's recorded message on the call.
+    pub async fn voicemail_saved(&self, sid: &str, path: &Path) -> Result<(), StoreError> {
+        let (sid, path) = (sid.to_owned(), path.display().to_string());
+        self.run(move |c| c.execute("UPDATE calls SET voicemail = ?2 WHERE call_sid = ?1", params![sid, path]))
+            .await
+            .map(drop)
+    }
+
     /// The most recent calls, newest first.
     pub async fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError> {
         self.run(move |c| {
@@ -234,7 +280,7 @@ impl Store {
 }
 
 const SELECT: &str = "SELECT call_sid, direction, from_number, to_number, created_at, answered_at, ended_at,
-    duration_ms, outcome, reason FROM calls";
+    duration_ms, outcome, reason, voicemail FROM calls";
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
     Ok(CallRecord {
@@ -248,6 +294,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         duration_ms: row.get(7)?,
         outcome: row.get(8)?,
         reason: row.get(9)?,
+        voicemail: row.get(10)?,
     })
 }
 

@@ -240,6 +240,12 @@ impl RestClient {
         self.send("the hang-up", Method::POST, &path, &[("Status", "completed")], Retry::Idempotent).await
     }
 
+    /// Replaces a live call's instructions with `twiml` (e.g. a `<Dial>` to transfer the caller).
+    pub async fn redirect(&self, call: &CallSid, twiml: &str) -> Result<CallResource, RestError> {
+        let path = self.account_path(&format!("/Calls/{}.json", call.as_str()));
+        self.send("the call transfer", Method::POST, &path, &[("Twiml", twiml)], Retry::Idempotent).await
+    }
+
     /// Lists calls, newest first, following `next_page_uri` until `filter.limit` are found.
     pub async fn list_calls(&self, filter: &CallFilter<'_>) -> Result<Vec<CallResource>, RestError> {
         let limit = if filter.limit == 0 { 50 } else { filter.limit };

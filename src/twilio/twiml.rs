@@ -56,6 +56,17 @@ pub fn say_and_hang_up(text: &str) -> String {
     })
 }
 
+/// `<Dial callerId="…">number</Dial>`: connects the caller to another number (a transfer).
+pub fn dial(number: &str, caller_id: &str) -> String {
+    document(|w| {
+        w.write_event(Event::Start(BytesStart::new("Dial").with_attributes([("callerId", caller_id)])))?;
+        w.write_event(Event::Start(BytesStart::new("Number")))?;
+        w.write_event(Event::Text(quick_xml::events::BytesText::new(number)))?;
+        w.write_event(Event::End(BytesEnd::new("Number")))?;
+        w.write_event(Event::End(BytesEnd::new("Dial")))
+    })
+}
+
 /// `<Response/>`: the empty answer (status callbacks, redirects that need nothing).
 pub fn empty() -> String {
     document(|_| Ok(()))
@@ -81,5 +92,7 @@ mod tests {
         assert!(reject(Reject::Rejected).contains("reason=\"rejected\""));
         assert!(say_and_hang_up("Tom & Jerry <3").contains("<Say>Tom &amp; Jerry &lt;3</Say><Hangup/>"));
         assert!(empty().ends_with("<Response></Response>"));
+        assert!(dial("+15551234567", "+15557654321")
+            .ends_with("<Response><Dial callerId=\"+15557654321\"><Number>+15551234567</Number></Dial></Response>"));
     }
 }

