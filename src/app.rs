@@ -205,6 +205,9 @@ pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<St
             crate::speech::stt::Heard::Partial(_) => {}
         }
     }
+    // Stop and join the recognizer thread before the process tears libvosk down.
+    drop(lease);
+    drop(stt);
     Ok(texts)
 }
 

@@ -72,11 +72,22 @@ const FRAME_16K: usize = 320;
 /// Partials are looked at every 200 ms.
 const PARTIAL_EVERY: u32 = 10;
 
-/// A recognizer on its own thread, fed through a bounded channel.
+/// A recognizer on its own thread, fed through a bounded channel. Dropping it stops and joins the
+/// thread (a recognizer must not outlive the process's teardown of libvosk).
 struct Worker {
-    commands: std::sync::mpsc::SyncSender<Command>,
+    commands: Option<std::sync::mpsc::SyncSender<Command>>,
     events: std::sync::mpsc::Receiver<(u64, Heard)>,
     generation: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn text_of(result: vosk::CompleteResult<'_>) -> String {
@@ -84,11 +95,22 @@ fn text_of(result: vosk::CompleteResult<'_>) -> String {
 }
 
 impl Worker {
+    fn send(&self, command: Command) -> Option<()> {
+        self.commands.as_ref()?.send(command).ok()
+    }
+
+    fn try_send(&self, command: Command) -> Result<(), std::sync::mpsc::TrySendError<Command>> {
+        match &self.commands {
+            Some(tx) => tx.try_send(command),
+            None => Err(std::sync::mpsc::TrySendError::Disconnected(command)),
+        }
+    }
+
     fn spawn(model: Arc<vosk::Model>, grammar: Option<Arc<Vec<String>>>, warm_up: Arc<Vec<i16>>) -> Option<Self> {
         let (commands, queue) = std::sync::mpsc::sync_channel::<Command>(256);
         let (events_tx, events) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("voca-stt".into())
             .spawn(move || {
                 let recognizer = match &grammar {
@@ -139,8 +161,9 @@ impl Worker {
                 }
             })
             .ok()?;
+        let worker = Self { commands: Some(commands), events, generation: 0, thread: Some(thread) };
         ready_rx.recv().ok().filter(|ok| *ok)?;
-        Some(Self { commands, events, generation: 0 })
+        Some(worker)
     }
 }
 
@@ -258,7 +281,7 @@ impl Stt {
             None => Worker::spawn(model, grammar, self.warm_up.clone())?,
         };
         worker.generation = generation;
-        worker.commands.send(Command::Reset(generation)).ok()?;
+        worker.send(Command::Reset(generation))?;
         Some(Lease { worker: Some(worker), pool: self.clone() })
     }
 
@@ -272,7 +295,7 @@ impl Stt {
             (worker, generation)
         };
         worker.generation = generation;
-        worker.commands.send(Command::Reset(generation)).ok()?;
+        worker.send(Command::Reset(generation))?;
         Some(Lease { worker: Some(worker), pool: self.clone() })
     }
 
@@ -306,14 +329,14 @@ impl Lease {
 
     /// Feeds 20 ms of 16 kHz audio. Never blocks: if the worker is 5 s behind, the frame is dropped.
     pub fn feed(&self, frame: &[i16; FRAME_16K]) {
-        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.worker().commands.try_send(Command::Audio(*frame)) {
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.worker().try_send(Command::Audio(*frame)) {
             tracing::warn!("the recognizer is falling behind: a frame was dropped");
         }
     }
 
     /// The utterance is over: its final transcript will arrive as [`Heard::Final`].
     pub fn finish(&self) {
-        let _ = self.worker().commands.try_send(Command::Finish);
+        let _ = self.worker().try_send(Command::Finish);
     }
 
     /// The next result, if any, without waiting.
