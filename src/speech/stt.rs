@@ -99,11 +99,10 @@ impl Worker {
         self.commands.as_ref()?.send(command).ok()
     }
 
-    fn try_send(&self, command: Command) -> Result<(), std::sync::mpsc::TrySendError<Command>> {
-        match &self.commands {
-            Some(tx) => tx.try_send(command),
-            None => Err(std::sync::mpsc::TrySendError::Disconnected(command)),
-        }
+    /// Sends without waiting; returns false if the queue was full (the command is dropped).
+    fn try_send(&self, command: Command) -> bool {
+        use std::sync::mpsc::TrySendError;
+        !matches!(self.commands.as_ref().map(|tx| tx.try_send(command)), Some(Err(TrySendError::Full(_))))
     }
 
     fn spawn(model: Arc<vosk::Model>, grammar: Option<Arc<Vec<String>>>, warm_up: Arc<Vec<i16>>) -> Option<Self> {
@@ -329,14 +328,16 @@ impl Lease {
 
     /// Feeds 20 ms of 16 kHz audio. Never blocks: if the worker is 5 s behind, the frame is dropped.
     pub fn feed(&self, frame: &[i16; FRAME_16K]) {
-        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.worker().try_send(Command::Audio(*frame)) {
+        if !self.worker().try_send(Command::Audio(*frame)) {
             tracing::warn!("the recognizer is falling behind: a frame was dropped");
         }
     }
 
     /// The utterance is over: its final transcript will arrive as [`Heard::Final`].
     pub fn finish(&self) {
-        let _ = self.worker().try_send(Command::Finish);
+        if !self.worker().try_send(Command::Finish) {
+            tracing::warn!("the recognizer queue is full: an utterance end was dropped");
+        }
     }
 
     /// The next result, if any, without waiting.
