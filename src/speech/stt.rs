@@ -101,8 +101,10 @@ impl Worker {
 
     /// Sends without waiting; returns false if the queue was full (the command is dropped).
     fn try_send(&self, command: Command) -> bool {
-        use std::sync::mpsc::TrySendError;
-        !matches!(self.commands.as_ref().map(|tx| tx.try_send(command)), Some(Err(TrySendError::Full(_))))
+        match &self.commands {
+            Some(tx) => !matches!(tx.try_send(command), Err(std::sync::mpsc::TrySendError::Full(_))),
+            None => true,
+        }
     }
 
     fn spawn(model: Arc<vosk::Model>, grammar: Option<Arc<Vec<String>>>, warm_up: Arc<Vec<i16>>) -> Option<Self> {
