@@ -72,9 +72,10 @@ cross-test: deps ## the configuration unit tests, cross-compiled and run under q
 	@scripts/setup.sh cross-aarch64
 	$(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
 
-bench: deps ## criterion benchmarks of the phone path, then the concurrent-call load benchmark
+bench: test-model ## criterion benchmarks of the phone path, the concurrent-call load, speech turn latency
 	cargo bench --locked --bench phone_path
 	cargo bench --locked --bench load
+	cargo bench --locked --bench speech
 
 clean: ## remove build output (keeps downloads in .cache and installed models)
 	cargo clean

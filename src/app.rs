@@ -182,7 +182,7 @@ pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<St
     for chunk in audio.chunks(320) {
         frame.fill(0);
         frame[..chunk.len()].copy_from_slice(chunk);
-        lease.feed(&frame);
+        lease.feed_blocking(&frame);
         if vad.push(&frame) == Some(crate::audio::vad::VadEvent::End) {
             lease.finish();
             pending += 1;

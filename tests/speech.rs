@@ -43,6 +43,14 @@ struct SpeechBox {
 
 impl SpeechBox {
     async fn start(grammar: bool) -> Self {
+        let b = Self::start_loading(grammar).await;
+        let stt = b.running().speech.clone().expect("the assistant answers");
+        assert_eq!(stt.ready().await, ModelState::Ready, "the test model loads (make test installs it)");
+        b
+    }
+
+    /// Returns as soon as the box listens, while its model is still loading.
+    async fn start_loading(grammar: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("voca.toml");
         let config = format!(
@@ -57,8 +65,6 @@ impl SpeechBox {
         std::fs::write(&path, config).expect("write config");
         let config = Config::load(Some(&path), &HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
         let running = app::start(config).await.expect("box starts");
-        let stt = running.speech.clone().expect("the assistant answers");
-        assert_eq!(stt.ready().await, ModelState::Ready, "the test model loads (make test installs it)");
         let base = format!("http://{}", running.addr);
         Self { running: Some(running), base, dir }
     }
@@ -203,5 +209,26 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
     assert!(saved.seconds() > 3.0, "{} s recorded", saved.seconds());
     let loud = saved.samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
     assert!(loud > 1000, "the caller's words are in the recording");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_before_the_model_is_ready_holds_then_is_served() {
+    let b = SpeechBox::start_loading(true).await;
+    assert_eq!(
+        b.running().speech.as_ref().expect("speech").state(),
+        ModelState::Loading,
+        "the model takes a second to load"
+    );
+    let mut caller = silence(6.0);
+    caller.extend(say("지금 몇 시 예요"));
+    caller.extend(silence(3.0));
+    let r = simulator::run(&b.call(caller)).await.expect("call");
+    assert_eq!(r.webhook_status, 200, "answered at once, model or not");
+    let hold = r.marks_echoed.iter().position(|m| m == "one-moment").expect("the caller heard one moment");
+    let greeting = r.marks_echoed.iter().position(|m| m == "greeting").expect("then the greeting");
+    assert!(hold < greeting, "{:?}", r.marks_echoed);
+    let turns = b.turns(&r.call_sid).await;
+    assert_eq!(turns.first().map(|t| t.1.as_str()), Some("지금 몇 시 예요"), "served once ready: {turns:?}");
     b.stop().await;
 }

@@ -62,7 +62,8 @@ pub trait Responder: Send {
     fn hear(&mut self, frame: &Frame16k, out: &mut Outbox);
     /// The caller pressed a key.
     fn dtmf(&mut self, digit: char, out: &mut Outbox);
-    /// Called every 50 ms, for results that arrive from elsewhere.
+    /// Called after each message from Twilio (every 20 ms while media flows) and at least every
+    /// 50 ms, for results that arrive from elsewhere.
     fn poll(&mut self, _out: &mut Outbox) {}
     /// Twilio echoed a mark: `played` is false when it was cut by a `clear` (barge-in).
     fn mark(&mut self, _label: &str, _played: bool) {}

@@ -269,9 +269,13 @@ impl<'c> Call<'c> {
                 () = sleep_until(deadline) => return (Outcome::Completed, "maximum call duration reached".into(), true),
                 message = inbound.next() => match message {
                     None => return (Outcome::Completed, "caller hung up (stream closed)".into(), false),
-                    Some(text) => if self.handle(&text) {
-                        return (Outcome::Completed, "caller hung up".into(), false);
-                    },
+                    Some(text) => {
+                        if self.handle(&text) {
+                            return (Outcome::Completed, "caller hung up".into(), false);
+                        }
+                        // Media arrives every 20 ms: collect results (transcripts, speech) at that pace.
+                        self.responder.poll(&mut self.out);
+                    }
                 },
                 () = sleep_until(due.unwrap_or(deadline)), if due.is_some() => {
                     if let Err(e) = self.send_due(outbound).await {

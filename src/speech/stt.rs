@@ -335,6 +335,11 @@ impl Lease {
         }
     }
 
+    /// Feeds a frame, waiting for room: for recordings, which must lose nothing (never on a call).
+    pub fn feed_blocking(&self, frame: &[i16; FRAME_16K]) {
+        let _ = self.worker().send(Command::Audio(*frame));
+    }
+
     /// The utterance is over: its final transcript will arrive as [`Heard::Final`].
     pub fn finish(&self) {
         if !self.worker().try_send(Command::Finish) {

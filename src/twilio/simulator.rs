@@ -100,6 +100,8 @@ pub struct SimResult {
     pub frames_received: usize,
     pub marks_echoed: Vec<String>,
     pub clears: usize,
+    /// For each `clear` the box sent: ms from the onset of the caller's speech before it.
+    pub barge_in_ms: Vec<u64>,
     pub turns: Vec<Turn>,
     /// Gaps between consecutive media frames from the box while it was talking, in ms.
     #[serde(skip)]
@@ -180,12 +182,33 @@ pub fn parse_twiml(xml: &str) -> Result<Answer, SimError> {
     Ok(answer)
 }
 
-/// Where caller speech ends: the end of each run of voiced 20 ms frames followed by 300 ms of quiet.
-pub fn speech_ends(audio: &[i16]) -> Vec<usize> {
-    let voiced: Vec<bool> = audio
+fn voiced_frames(audio: &[i16]) -> Vec<bool> {
+    audio
         .chunks(g711::FRAME_8K)
         .map(|f| f.iter().map(|s| u32::from(s.unsigned_abs())).sum::<u32>() / f.len().max(1) as u32 > 300)
-        .collect();
+        .collect()
+}
+
+/// Where caller speech starts: the first voiced 20 ms frame after 300 ms of quiet (or the start).
+pub fn speech_starts(audio: &[i16]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut quiet = 15;
+    for (i, voiced) in voiced_frames(audio).into_iter().enumerate() {
+        if voiced {
+            if quiet >= 15 {
+                starts.push(i);
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    starts
+}
+
+/// Where caller speech ends: the end of each run of voiced 20 ms frames followed by 300 ms of quiet.
+pub fn speech_ends(audio: &[i16]) -> Vec<usize> {
+    let voiced = voiced_frames(audio);
     let mut ends = Vec::new();
     let mut quiet = usize::MAX;
     for (i, v) in voiced.iter().enumerate() {
@@ -272,6 +295,8 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let frame_interval = if call.speed > 0.0 { frame.div_f64(call.speed) } else { Duration::ZERO };
     let total_frames = call.audio.len().div_ceil(g711::FRAME_8K);
     let speech_end_frames = speech_ends(&call.audio);
+    let speech_start_frames = speech_starts(&call.audio);
+    let mut last_onset: Option<Instant> = None;
     let mut pending_turns: VecDeque<(&'static str, Instant)> = VecDeque::new();
     let mut dtmf: VecDeque<(Duration, char)> = call.dtmf.iter().copied().collect();
     let end_at = call.hang_up_after.map(|d| began + d);
@@ -333,6 +358,9 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
                         Some("mark") => marks.push_back((played_until.max(now), value["mark"]["name"].as_str().unwrap_or("").to_owned())),
                         Some("clear") => {
                             result.clears += 1;
+                            if let Some(onset) = last_onset.take() {
+                                result.barge_in_ms.push(now.duration_since(onset).as_millis() as u64);
+                            }
                             played_until = now;
                             last_media = None;
                             for (t, _) in &mut marks {
@@ -381,6 +409,9 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
                     seq += 1;
                     if tx.send(Message::text(msg.to_string())).await.is_err() { hang_up = true; }
                     sent_frames += 1;
+                    if speech_start_frames.contains(&(sent_frames - 1)) {
+                        last_onset = Some(now);
+                    }
                     if speech_end_frames.contains(&sent_frames) {
                         pending_turns.push_back(("speech", now));
                     }
@@ -428,5 +459,6 @@ mod tests {
         audio.extend(vec![0i16; 160 * 30]);
         audio.extend(vec![5000i16; 160 * 5]);
         assert_eq!(speech_ends(&audio), vec![30, 65]);
+        assert_eq!(speech_starts(&audio), vec![10, 60]);
     }
 }
