@@ -3,6 +3,7 @@
 //! - caller onset during the box's speech -> `clear`
 //! - recognizer real-time factor
 //! - RSS with the model loaded, and per extra call (recognizer)
+//!
 //! `make bench` runs it.
 
 use std::collections::HashMap;
