@@ -35,9 +35,14 @@ run-model: build
 	     $(MAKE) --no-print-directory test-model; fi
 
 run: run-model ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
-	@model=$(USER_MODEL); [ -f models/$$model/am/final.mdl ] || model=$(TEST_MODEL); \
-	echo "==> starting voca: built-in defaults, model models/$$model, status at http://127.0.0.1:8080/healthz"; \
-	VOCA_SPEECH_MODEL=$$model exec $(VOCA) run
+	@if [ -f models/$(USER_MODEL)/am/final.mdl ]; then \
+	  echo "==> starting voca: built-in defaults, model models/$(USER_MODEL), status at http://127.0.0.1:8080/healthz"; \
+	  exec $(VOCA) run; \
+	else \
+	  echo "==> starting voca: built-in defaults, but in Korean (model models/$(TEST_MODEL), espeak-ng voice ko),"; \
+	  echo "==> because the English model is not installed; status at http://127.0.0.1:8080/healthz"; \
+	  VOCA_SPEECH_MODEL=$(TEST_MODEL) VOCA_SPEECH_LANGUAGE=ko VOCA_SPEECH_VOICE=ko exec $(VOCA) run; \
+	fi
 
 lint: deps ## rustfmt check and clippy with warnings denied
 	cargo fmt --all -- --check

@@ -100,17 +100,32 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
 }
 
+/// A signed Twilio form request about one call: its parameters and CallSid, or the response that
+/// refuses it (403 for a bad signature, 400 without a valid CallSid).
+fn signed_call(
+    state: &PhoneState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(Vec<(String, String)>, CallSid), Box<Response>> {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let params = form(body);
+    if !state.verified(headers, path, &params) {
+        return Err(Box::new(forbidden(path)));
+    }
+    match param(&params, "CallSid").map(CallSid::parse) {
+        Some(Ok(sid)) => Ok((params, sid)),
+        Some(Err(e)) => Err(Box::new(bad_request(format!("{what}: {e}")))),
+        None => Err(Box::new(bad_request(format!("{what} without a CallSid parameter")))),
+    }
+}
+
 /// Answers a call with a Media Stream, or refuses it. Nothing slow happens here.
 async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let path = uri.path_and_query().map_or("/twilio/voice", |p| p.as_str());
-    let params = form(&body);
-    if !state.verified(&headers, path, &params) {
-        return forbidden(path);
-    }
-    let sid = match param(&params, "CallSid").map(CallSid::parse) {
-        Some(Ok(sid)) => sid,
-        Some(Err(e)) => return bad_request(format!("voice webhook: {e}")),
-        None => return bad_request("voice webhook without a CallSid parameter".into()),
+    let (params, sid) = match signed_call(&state, &uri, &headers, &body, "voice webhook") {
+        Ok(call) => call,
+        Err(refused) => return *refused,
     };
     let from = param(&params, "From").unwrap_or("unknown");
     let to = param(&params, "To").unwrap_or("unknown");
@@ -146,15 +161,9 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
 
 /// Status callbacks: a terminal status finalises the call (if the stream did not already).
 async fn status(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let path = uri.path_and_query().map_or("/twilio/status", |p| p.as_str());
-    let params = form(&body);
-    if !state.verified(&headers, path, &params) {
-        return forbidden(path);
-    }
-    let sid = match param(&params, "CallSid").map(CallSid::parse) {
-        Some(Ok(sid)) => sid,
-        Some(Err(e)) => return bad_request(format!("status callback: {e}")),
-        None => return bad_request("status callback without a CallSid parameter".into()),
+    let (params, sid) = match signed_call(&state, &uri, &headers, &body, "status callback") {
+        Ok(call) => call,
+        Err(refused) => return *refused,
     };
     let call_status = param(&params, "CallStatus").unwrap_or("");
     info!(call = %sid, status = call_status, "status callback");
