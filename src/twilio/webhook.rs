@@ -78,7 +78,10 @@ pub fn routes(state: PhoneState) -> Router {
         .with_state(state)
 }
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
+/// A webhook's form parameters, in the order sent.
+type Params = Vec<(String, String)>;
+
+fn form(body: &[u8]) -> Params {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
@@ -108,7 +111,7 @@ fn signed_call(
     headers: &HeaderMap,
     body: &[u8],
     what: &str,
-) -> Result<(Vec<(String, String)>, CallSid), Box<Response>> {
+) -> Result<(Params, CallSid), Box<Response>> {
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let params = form(body);
     if !state.verified(headers, path, &params) {
