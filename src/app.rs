@@ -171,42 +171,49 @@ pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<St
         anyhow::bail!("{why}");
     }
     let lease = stt.try_lease().context("no recognizer")?;
-    let mut vad = crate::audio::vad::Vad::new(VadConfig {
+    let vad = crate::audio::vad::Vad::new(VadConfig {
         hangover: config.speech.endpoint_hangover.into(),
         min_speech: config.speech.min_speech.into(),
         ..VadConfig::default()
     });
-    let mut texts = Vec::new();
-    let mut pending = 0;
-    let mut frame = [0i16; 320];
-    for chunk in audio.chunks(320) {
-        frame.fill(0);
-        frame[..chunk.len()].copy_from_slice(chunk);
-        lease.feed_blocking(&frame);
-        if vad.push(&frame) == Some(crate::audio::vad::VadEvent::End) {
+    let audio = audio.to_vec();
+    // Feeding waits for the recognizer and results are waited for: a blocking job, off the runtime.
+    let texts = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut vad = vad;
+        let mut texts = Vec::new();
+        let mut pending = 0;
+        let mut frame = [0i16; 320];
+        for chunk in audio.chunks(320) {
+            frame.fill(0);
+            frame[..chunk.len()].copy_from_slice(chunk);
+            lease.feed_blocking(&frame);
+            if vad.push(&frame) == Some(crate::audio::vad::VadEvent::End) {
+                lease.finish();
+                pending += 1;
+            }
+        }
+        if vad.is_talking() {
             lease.finish();
             pending += 1;
         }
-    }
-    if vad.is_talking() {
-        lease.finish();
-        pending += 1;
-    }
-    while pending > 0 {
-        match lease.wait(Duration::from_secs(60)).context("the recognizer stopped answering")? {
-            crate::speech::stt::Heard::Final { text, .. } => {
-                pending -= 1;
-                let text = match &grammar {
-                    Some(phrases) => crate::assistant::pick_phrase(&text, phrases).map_or(text.clone(), str::to_owned),
-                    None => text,
-                };
-                texts.push(text);
+        while pending > 0 {
+            match lease.wait(Duration::from_secs(60)).context("the recognizer stopped answering")? {
+                crate::speech::stt::Heard::Final { text, .. } => {
+                    pending -= 1;
+                    let text = match &grammar {
+                        Some(phrases) => crate::assistant::pick_phrase(&text, phrases).map_or(text.clone(), str::to_owned),
+                        None => text,
+                    };
+                    texts.push(text);
+                }
+                crate::speech::stt::Heard::Partial(_) => {}
             }
-            crate::speech::stt::Heard::Partial(_) => {}
         }
-    }
-    // Stop and join the recognizer thread before the process tears libvosk down.
-    drop(lease);
+        // Stop and join the recognizer thread before the process tears libvosk down.
+        drop(lease);
+        Ok(texts)
+    })
+    .await??;
     drop(stt);
     Ok(texts)
 }
@@ -229,7 +236,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         warn!("!!! twilio.validate_signatures = false: ANYONE can post fake calls to this box. Development only !!!");
     }
 
-    let store = Store::open(&config.device.data_dir)?;
+    let data_dir = config.device.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await??;
     if store.interrupted_at_start > 0 {
         warn!(
             "{} call(s) were in progress when the box last stopped: logged as interrupted",

@@ -296,7 +296,10 @@ impl Stt {
             (worker, generation)
         };
         worker.generation = generation;
-        worker.send(Command::Reset(generation))?;
+        // An idle worker's queue is empty: this cannot wait.
+        if !worker.try_send(Command::Reset(generation)) {
+            return None;
+        }
         Some(Lease { worker: Some(worker), pool: self.clone() })
     }
 

@@ -229,6 +229,12 @@ pub fn sentences(text: &str) -> Vec<&str> {
     out
 }
 
+/// `samples` from 5 ms before the first sample louder than a whisper.
+fn trim_leading_silence(samples: &[i16]) -> &[i16] {
+    let first = samples.iter().position(|s| s.unsigned_abs() > 300).unwrap_or(samples.len());
+    &samples[first.saturating_sub(110)..]
+}
+
 /// The rate everything inside the box speaks at; the phone path and the speaker convert from it.
 pub const BOX_RATE: u32 = 16_000;
 
@@ -290,13 +296,16 @@ impl Tts {
                 };
                 for job in queue {
                     let Job::Speak { text, chunks, cancel } = job;
-                    for sentence in sentences(&text) {
+                    for (i, sentence) in sentences(&text).iter().enumerate() {
                         if cancel.load(Ordering::Relaxed) {
                             break;
                         }
                         match engine.synthesize_cancellable(sentence, &cancel) {
                             Ok(samples) => {
-                                let audio = crate::audio::resample::convert(&samples, engine.sample_rate(), BOX_RATE);
+                                // espeak-ng starts with a little silence: skip it on a reply's first
+                                // sentence so the caller hears the answer sooner.
+                                let samples = if i == 0 { trim_leading_silence(&samples) } else { &samples[..] };
+                                let audio = crate::audio::resample::convert(samples, engine.sample_rate(), BOX_RATE);
                                 if cancel.load(Ordering::Relaxed) || chunks.blocking_send(audio).is_err() {
                                     break;
                                 }
