@@ -201,7 +201,9 @@ pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<St
                 crate::speech::stt::Heard::Final { text, .. } => {
                     pending -= 1;
                     let text = match &grammar {
-                        Some(phrases) => crate::assistant::pick_phrase(&text, phrases).map_or(text.clone(), str::to_owned),
+                        Some(phrases) => {
+                            crate::assistant::pick_phrase(&text, phrases).map_or(text.clone(), str::to_owned)
+                        }
                         None => text,
                     };
                     texts.push(text);

@@ -95,8 +95,9 @@ fn stop_with(signal: i32) {
     let log = running.log.join("\n");
     assert!(status.success(), "exit {status:?}:\n{log}");
     let name = if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
-    assert!(log.contains(&format!("{name} received")), "{log}");
-    assert!(log.lines().last().is_some_and(|l| l.contains("stopped")), "the last line says stopped:\n{log}");
+    let received = log.find(&format!("{name} received")).unwrap_or_else(|| panic!("no {name} line:\n{log}"));
+    // The speech model loader is a thread of its own that may still report after this line.
+    assert!(log[received..].lines().any(|l| l.ends_with("stopped")), "stopped after the signal:\n{log}");
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct AssistantCall {
     last_heard: Instant,
     reprompted: bool,
     turn: u32,
+    /// Wakes the session when a result (transcript, speech, LLM answer, recognizer) is ready.
+    waker: Arc<tokio::sync::Notify>,
     /// Orders this call's transcript lines (they are written by separate tasks).
     logged: u32,
 }
@@ -140,6 +142,7 @@ impl AssistantCall {
             last_heard: Instant::now(),
             reprompted: false,
             turn: 0,
+            waker: Arc::default(),
             logged: 0,
         }
     }
@@ -160,13 +163,19 @@ impl AssistantCall {
     /// Gets a recognizer: a warm one at once, else a new one made off the async runtime.
     fn request_lease(&mut self) {
         if let Some(lease) = self.kit.stt.try_lease() {
+            lease.wake(self.waker.clone());
             self.lease = Some(lease);
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let stt = self.kit.stt.clone();
+        let (stt, waker) = (self.kit.stt.clone(), self.waker.clone());
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(stt.lease());
+            let lease = stt.lease();
+            if let Some(lease) = &lease {
+                lease.wake(waker.clone());
+            }
+            let _ = tx.send(lease);
+            waker.notify_one();
         });
         self.pending_lease = Some(rx);
     }
@@ -252,6 +261,7 @@ impl AssistantCall {
             Some(llm) => {
                 let (tx, rx) = oneshot::channel();
                 let (llm, question, history) = (llm.clone(), heard.clone(), self.conversation.turns.clone());
+                let waker = self.waker.clone();
                 tokio::spawn(async move {
                     let answer = match llm.ask(&question, &history).await {
                         Ok(text) => Some(text),
@@ -261,6 +271,7 @@ impl AssistantCall {
                         }
                     };
                     let _ = tx.send(answer);
+                    waker.notify_one();
                 });
                 self.pending_llm = Some((heard, rx));
             }
@@ -291,7 +302,7 @@ impl AssistantCall {
             (Action::Call(_), None) => self.kit.assistant.language.trouble.to_owned(),
             _ => reply.text.clone(),
         };
-        self.speaking = Some((self.kit.tts.speak(&text), reply.action));
+        self.speaking = Some((self.kit.tts.speak_waking(&text, Some(self.waker.clone())), reply.action));
     }
 
     /// Queues synthesised sentences as they arrive.
@@ -330,7 +341,8 @@ impl AssistantCall {
 }
 
 impl Responder for AssistantCall {
-    fn start(&mut self, out: &mut Outbox) {
+    fn start(&mut self, out: &mut Outbox, waker: Arc<tokio::sync::Notify>) {
+        self.waker = waker;
         match self.kit.stt.state() {
             ModelState::Ready => {
                 self.request_lease();

@@ -56,14 +56,14 @@ impl Outbox {
 /// The conversation side of a call. Methods run on the session's task: they must return quickly and
 /// hand slow work (recognition, synthesis) to their own threads, collecting results in `poll`.
 pub trait Responder: Send {
-    /// The stream is open.
-    fn start(&mut self, out: &mut Outbox);
+    /// The stream is open. `waker`: notify it when a result is ready, to be polled at once.
+    fn start(&mut self, out: &mut Outbox, waker: Arc<tokio::sync::Notify>);
     /// 20 ms of the caller's audio.
     fn hear(&mut self, frame: &Frame16k, out: &mut Outbox);
     /// The caller pressed a key.
     fn dtmf(&mut self, digit: char, out: &mut Outbox);
-    /// Called after each message from Twilio (every 20 ms while media flows) and at least every
-    /// 50 ms, for results that arrive from elsewhere.
+    /// Called when the responder's waker is notified (a result is ready elsewhere), and at least
+    /// every 50 ms.
     fn poll(&mut self, _out: &mut Outbox) {}
     /// Twilio echoed a mark: `played` is false when it was cut by a `clear` (barge-in).
     fn mark(&mut self, _label: &str, _played: bool) {}
@@ -116,7 +116,7 @@ impl ToneResponder {
 }
 
 impl Responder for ToneResponder {
-    fn start(&mut self, out: &mut Outbox) {
+    fn start(&mut self, out: &mut Outbox, _waker: Arc<tokio::sync::Notify>) {
         out.play(&self.greeting, "greeting");
     }
 
@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(dtmf_frequencies('x'), None);
         let mut r = ToneResponder::new(None);
         let mut out = Outbox::default();
-        r.start(&mut out);
+        r.start(&mut out, Arc::default());
         r.dtmf('5', &mut out);
         assert!(out.clear, "a key press interrupts the greeting");
         assert_eq!(out.marks.back().map(|m| m.1.as_str()), Some("dtmf-5"));

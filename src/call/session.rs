@@ -247,7 +247,8 @@ impl<'c> Call<'c> {
         let deadline = Instant::now() + self.ctx.max_duration;
         let mut tick = interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        self.responder.start(&mut self.out);
+        let waker = Arc::new(tokio::sync::Notify::new());
+        self.responder.start(&mut self.out, waker.clone());
         let mut goodbye_sent: Option<Instant> = None;
         loop {
             if let Err(e) = self.flush_signals(outbound).await {
@@ -273,8 +274,6 @@ impl<'c> Call<'c> {
                         if self.handle(&text) {
                             return (Outcome::Completed, "caller hung up".into(), false);
                         }
-                        // Media arrives every 20 ms: collect results (transcripts, speech) at that pace.
-                        self.responder.poll(&mut self.out);
                     }
                 },
                 () = sleep_until(due.unwrap_or(deadline)), if due.is_some() => {
@@ -282,6 +281,7 @@ impl<'c> Call<'c> {
                         return (Outcome::Completed, format!("stream closed: {e}"), false);
                     }
                 }
+                () = waker.notified() => self.responder.poll(&mut self.out),
                 _ = tick.tick() => {
                     self.responder.poll(&mut self.out);
                     if !self.out.is_playing() && self.last_activity.elapsed() > self.ctx.silence_timeout {

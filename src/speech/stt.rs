@@ -66,6 +66,8 @@ enum Command {
     Finish,
     /// A new call starts using this worker: forget the last one (`generation` tags its events).
     Reset(u64),
+    /// Wake this when an event is ready (the call's session), instead of waiting to be polled.
+    Waker(Arc<tokio::sync::Notify>),
 }
 
 const FRAME_16K: usize = 320;
@@ -132,6 +134,13 @@ impl Worker {
                 let _ = rec.final_result();
                 let _ = ready_tx.send(true);
                 let (mut generation, mut frames, mut last_partial) = (0u64, 0u32, String::new());
+                let mut waker: Option<Arc<tokio::sync::Notify>> = None;
+                let emit = |generation: u64, heard: Heard, waker: &Option<Arc<tokio::sync::Notify>>| {
+                    let _ = events_tx.send((generation, heard));
+                    if let Some(w) = waker {
+                        w.notify_one();
+                    }
+                };
                 for command in queue {
                     match command {
                         Command::Audio(frame) => {
@@ -141,7 +150,7 @@ impl Worker {
                                 let partial = rec.partial_result().partial.to_owned();
                                 if !partial.is_empty() && partial != last_partial {
                                     last_partial.clone_from(&partial);
-                                    let _ = events_tx.send((generation, Heard::Partial(partial)));
+                                    emit(generation, Heard::Partial(partial), &waker);
                                 }
                             }
                         }
@@ -149,12 +158,14 @@ impl Worker {
                             let started = Instant::now();
                             let text = text_of(rec.final_result());
                             last_partial.clear();
-                            let _ = events_tx.send((generation, Heard::Final { text, decode: started.elapsed() }));
+                            emit(generation, Heard::Final { text, decode: started.elapsed() }, &waker);
                         }
+                        Command::Waker(w) => waker = Some(w),
                         Command::Reset(g) => {
                             // As after warm-up: a final result, so the call starts from a clean state.
                             let _ = rec.final_result();
                             generation = g;
+                            waker = None;
                             frames = 0;
                             last_partial.clear();
                         }
@@ -336,6 +347,11 @@ impl Lease {
         if !self.worker().try_send(Command::Audio(*frame)) {
             tracing::warn!("the recognizer is falling behind: a frame was dropped");
         }
+    }
+
+    /// Wakes `waker` whenever a result is ready, so the call reacts at once instead of at its next poll.
+    pub fn wake(&self, waker: Arc<tokio::sync::Notify>) {
+        let _ = self.worker().try_send(Command::Waker(waker));
     }
 
     /// Feeds a frame, waiting for room: for recordings, which must lose nothing (never on a call).

@@ -239,7 +239,12 @@ fn trim_leading_silence(samples: &[i16]) -> &[i16] {
 pub const BOX_RATE: u32 = 16_000;
 
 enum Job {
-    Speak { text: String, chunks: tokio::sync::mpsc::Sender<Vec<i16>>, cancel: Arc<AtomicBool> },
+    Speak {
+        text: String,
+        chunks: tokio::sync::mpsc::Sender<Vec<i16>>,
+        cancel: Arc<AtomicBool>,
+        waker: Option<Arc<tokio::sync::Notify>>,
+    },
 }
 
 /// Speech being synthesised: sentence-sized chunks of 16 kHz audio arrive on `chunks` as each is
@@ -295,7 +300,7 @@ impl Tts {
                     }
                 };
                 for job in queue {
-                    let Job::Speak { text, chunks, cancel } = job;
+                    let Job::Speak { text, chunks, cancel, waker } = job;
                     for (i, sentence) in sentences(&text).iter().enumerate() {
                         if cancel.load(Ordering::Relaxed) {
                             break;
@@ -308,6 +313,9 @@ impl Tts {
                                 let audio = crate::audio::resample::convert(samples, engine.sample_rate(), BOX_RATE);
                                 if cancel.load(Ordering::Relaxed) || chunks.blocking_send(audio).is_err() {
                                     break;
+                                }
+                                if let Some(w) = &waker {
+                                    w.notify_one();
                                 }
                             }
                             Err(e) => {
@@ -325,9 +333,14 @@ impl Tts {
 
     /// Starts speaking `text`. Never blocks: a full queue drops the request (and says so).
     pub fn speak(&self, text: &str) -> Speech {
+        self.speak_waking(text, None)
+    }
+
+    /// Like `speak`, waking `waker` as each sentence is ready.
+    pub fn speak_waking(&self, text: &str, waker: Option<Arc<tokio::sync::Notify>>) -> Speech {
         let (tx, chunks) = tokio::sync::mpsc::channel(16);
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job::Speak { text: text.to_owned(), chunks: tx, cancel: cancel.clone() };
+        let job = Job::Speak { text: text.to_owned(), chunks: tx, cancel: cancel.clone(), waker };
         if let Some(jobs) = &self.jobs {
             if jobs.try_send(job).is_err() {
                 tracing::warn!("the TTS queue is full: a reply was dropped");
