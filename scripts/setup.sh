@@ -116,7 +116,8 @@ case "${1:-}" in
     ;;
   cross-armv7)
     multiarch armhf
-    apt_install gcc-arm-linux-gnueabihf qemu-user-static libasound2-dev:armhf libstdc++6:armhf libatomic1:armhf
+    apt_install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static libasound2-dev:armhf libstdc++6:armhf \
+      libatomic1:armhf
     rust_target armv7-unknown-linux-gnueabihf
     vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl'
     ;;

@@ -5,16 +5,16 @@
 //! - [`telemetry`]: logging set-up (plain lines under systemd, RUST_LOG honoured).
 //! - [`events`]: the device state everything else shows (LEDs, status page).
 //! - [`app`]: wiring and orderly shutdown of `voca run`.
-//! - [`web`]: the HTTP listener's routes (health and status for now).
+//! - [`web`]: the HTTP server loop and the LAN routes (`/healthz`).
 //! - [`twilio`]: signatures, TwiML, Media Streams wire types, webhook routes, REST client, simulator.
 //! - [`call`]: active calls, one session per Media Stream, responders.
 //! - [`assistant`]: offline intents and skills, optional LLM.
 //! - [`store`]: the SQLite call log.
-//! - [`speech`]: VOSK models (fetch, install, load) and the espeak-ng TTS engine.
-//! - [`audio`]: ALSA devices.
+//! - [`speech`]: VOSK models and recognizer workers, the espeak-ng TTS thread, prompts per language.
+//! - [`audio`]: G.711, resampling, pacing, VAD, WAV files, ALSA devices.
 //! - [`check`]: `voca check`, the doctor-style self-test.
 //!
-//! Data flow of one answered call, as the later modules will carry it:
+//! Data flow of one answered call:
 //! ```text
 //! Twilio --POST /twilio/voice (signed)--> http: verify, admit --> TwiML <Connect><Stream>
 //! Twilio ==wss /twilio/media==> session: mu-law 8k -> 16k -> VOSK -> assistant -> TTS -> 8k mu-law -> pacer
