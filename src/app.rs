@@ -249,6 +249,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = Arc::new(Registry::new(config.calls.clone()));
     let greeting = greeting(&config)?;
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };
+    let rest_for_setup = rest.clone();
     let (responders, speech) = responders(&config, &store, rest.clone(), greeting).await;
 
     let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
@@ -287,6 +288,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let router = web::finish(web::router(status).merge(webhook::routes(phone)));
     tracker.spawn(web::serve(listener, router, shutdown.clone(), SHUTDOWN_DEADLINE));
     info!("listening on http://{addr} (health: http://{addr}/healthz); Ctrl-C stops the box");
+
+    if let (TunnelProvider::External, Some(rest), Some(number), Some(base)) =
+        (config.tunnel.provider, rest_for_setup, config.twilio.phone_number.clone(), config.twilio.public_url.clone())
+    {
+        let (fallback, force) = (config.twilio.fallback_url.clone(), config.twilio.force_number_setup);
+        tracker.spawn(async move {
+            match crate::twilio::number::point_at_box(&rest, &number, &base, fallback.as_ref(), force).await {
+                Ok(crate::twilio::number::Setup::AlreadySet) => info!("{number} already sends its calls to {base}"),
+                Ok(crate::twilio::number::Setup::Updated { .. }) => info!("{number} now sends its calls to {base}"),
+                Err(e) => error!("number set-up: {e}"),
+            }
+        });
+    }
 
     state.set(match config.tunnel.provider {
         TunnelProvider::None => DeviceState::Offline,

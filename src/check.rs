@@ -205,7 +205,20 @@ async fn twilio_checks(config: &Config) -> Vec<Outcome> {
         return out;
     }
     out.push(match client.find_number(number).await {
-        Ok(Some(found)) => Outcome::pass("number", format!("{number} belongs to the account ({})", found.sid)),
+        Ok(Some(found)) => match &twilio.public_url {
+            Some(base) if !crate::twilio::number::points_at(&found, base) => Outcome::warn(
+                "number",
+                format!(
+                    "{number} belongs to the account but its calls go to {}",
+                    found.voice_url.as_deref().unwrap_or("nowhere")
+                ),
+                format!("`voca run` with tunnel.provider = \"external\" points it at {base}"),
+            ),
+            Some(_) => {
+                Outcome::pass("number", format!("{number} belongs to the account and its calls come to this box"))
+            }
+            None => Outcome::pass("number", format!("{number} belongs to the account ({})", found.sid)),
+        },
         Ok(None) => Outcome::fail(
             "number",
             format!("{number} is not a number of this account"),

@@ -83,6 +83,11 @@ pub struct TwilioConfig {
     #[serde(deserialize_with = "types::optional_base_url")]
     pub public_url: Option<url::Url>,
     pub validate_signatures: bool,
+    /// Where Twilio goes when the box's webhook fails (set on the number with the webhooks).
+    #[serde(deserialize_with = "types::optional_base_url")]
+    pub fallback_url: Option<url::Url>,
+    /// Consent to take the number over from a TwiML application or SIP trunk it is bound to.
+    pub force_number_setup: bool,
 }
 
 impl TwilioConfig {
