@@ -51,11 +51,7 @@ async fn stub(initial: &[(&str, &str)]) -> (String, Shared) {
 }
 
 fn client(base: &str) -> RestClient {
-    let mut config = Config::defaults().twilio;
-    config.account_sid = Some(ACCOUNT_SID.parse().expect("sid"));
-    config.auth_token = voca::config::Secret::new(AUTH_TOKEN);
-    config.api_base = base.parse().expect("url");
-    RestClient::new(&config).expect("client")
+    common::rest_client(base)
 }
 
 #[tokio::test]

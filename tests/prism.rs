@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{ACCOUNT_SID, AUTH_TOKEN};
-use voca::config::{Config, E164};
+use voca::config::E164;
 use voca::twilio::rest::{CallFilter, NewCall, NumberWebhooks, RestClient};
 
 struct Prism {
@@ -58,11 +58,7 @@ fn start_prism() -> Prism {
 }
 
 fn client(base: &str) -> RestClient {
-    let mut config = Config::defaults().twilio;
-    config.account_sid = Some(ACCOUNT_SID.parse().expect("sid"));
-    config.auth_token = voca::config::Secret::new(AUTH_TOKEN);
-    config.api_base = base.parse().expect("url");
-    RestClient::new(&config).expect("client")
+    common::rest_client(base)
 }
 
 #[tokio::test]

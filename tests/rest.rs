@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common::{ACCOUNT_SID, AUTH_TOKEN};
-use voca::config::{Config, E164};
+use voca::config::E164;
 use voca::twilio::rest::{CallFilter, NewCall, RestClient, RestError};
 
 type Script = Arc<dyn Fn(usize, &Uri) -> Response + Send + Sync>;
@@ -31,11 +31,7 @@ async fn stub(script: Script) -> (String, Arc<AtomicUsize>) {
 }
 
 fn client(base: &str) -> RestClient {
-    let mut config = Config::defaults().twilio;
-    config.account_sid = Some(ACCOUNT_SID.parse().expect("sid"));
-    config.auth_token = voca::config::Secret::new(AUTH_TOKEN);
-    config.api_base = base.parse().expect("url");
-    RestClient::new(&config).expect("client").with_backoff(Duration::from_millis(10))
+    common::rest_client(base).with_backoff(Duration::from_millis(10))
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {

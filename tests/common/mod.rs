@@ -42,3 +42,12 @@ pub fn file_backed_alsa(dir: &Path) -> PathBuf {
     std::fs::write(&conf, text).expect("write asound.conf");
     conf
 }
+
+/// A REST client for the test account, pointed at `base` (a stub or the Prism mock).
+pub fn rest_client(base: &str) -> voca::twilio::rest::RestClient {
+    let mut config = voca::config::Config::defaults().twilio;
+    config.account_sid = Some(ACCOUNT_SID.parse().expect("sid"));
+    config.auth_token = voca::config::Secret::new(AUTH_TOKEN);
+    config.api_base = base.parse().expect("url");
+    voca::twilio::rest::RestClient::new(&config).expect("client")
+}
