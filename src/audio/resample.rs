@@ -129,35 +129,125 @@ impl Downsampler {
     }
 }
 
-/// Converts a whole buffer between any two rates (windowed-sinc interpolation, 16 zero crossings,
-/// cut-off below the lower Nyquist). For prompts and synthesised speech, off the per-frame path.
+/// Converts a whole buffer between any two rates. For prompts and recordings, off the per-frame path.
 pub fn convert(input: &[i16], from: u32, to: u32) -> Vec<i16> {
     if from == to || input.is_empty() {
         return input.to_vec();
     }
-    const ZEROS: i64 = 16;
-    let ratio = f64::from(from) / f64::from(to);
-    // Below the lower of the two Nyquist frequencies, with 5 % room for the window's transition.
-    let cutoff = 0.95 * (1.0f64).min(1.0 / ratio);
-    let out_len = (input.len() as f64 / ratio).floor() as usize;
-    let reach = (ZEROS as f64 / cutoff).ceil() as i64;
-    (0..out_len)
-        .map(|m| {
-            let t = m as f64 * ratio;
-            let centre = t.floor() as i64;
-            let mut acc = 0.0;
-            for k in (centre - reach + 1)..=(centre + reach) {
-                let Some(&x) = usize::try_from(k).ok().and_then(|k| input.get(k)) else { continue };
-                let d = t - k as f64;
+    let mut converter = Converter::new(from, to);
+    let mut out = converter.push(input);
+    out.extend(converter.finish());
+    out
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Streaming conversion between any two rates (e.g. espeak-ng's 22 050 Hz to the box's 16 kHz):
+/// windowed-sinc interpolation with 16 zero crossings and a cut-off 5 % below the lower Nyquist,
+/// precomputed as a polyphase table, so each output sample is one short dot product. Audio pushed in
+/// pieces comes out exactly as if it had been pushed in one, and `finish` returns the tail, giving
+/// `floor(total_in * to / from)` samples in all.
+#[derive(Debug, Clone)]
+pub struct Converter {
+    /// Output samples advance the input position by `down / up` input samples.
+    up: u64,
+    down: u64,
+    /// Phases actually tabulated (`up`, or fewer for rates with a huge least common multiple).
+    phases: u64,
+    taps: usize,
+    /// `phases` rows of `taps` coefficients, oldest input first.
+    table: Vec<f32>,
+    /// Input not yet fully used, starting `taps / 2 - 1` samples before the next output's centre
+    /// at the start (zeros stand in for the samples before the stream).
+    pending: Vec<f32>,
+    /// Next output's position in `pending`, in units of `1 / up` input samples.
+    position: u64,
+    total_in: u64,
+    total_out: u64,
+}
+
+impl Converter {
+    const ZEROS: f64 = 16.0;
+    const MAX_PHASES: u64 = 4096;
+
+    pub fn new(from: u32, to: u32) -> Self {
+        assert!(from > 0 && to > 0, "sample rates must be positive");
+        let g = gcd(u64::from(from), u64::from(to));
+        let (up, down) = (u64::from(to) / g, u64::from(from) / g);
+        let ratio = f64::from(from) / f64::from(to);
+        let cutoff = 0.95 * (1.0f64).min(1.0 / ratio);
+        let reach = (Self::ZEROS / cutoff).ceil() as usize;
+        let taps = 2 * reach;
+        let phases = up.min(Self::MAX_PHASES);
+        let mut table = Vec::with_capacity(phases as usize * taps);
+        for p in 0..phases {
+            let frac = p as f64 / phases as f64;
+            for j in 0..taps {
+                // Tap j reads input sample centre - reach + 1 + j; d is the output's distance from it.
+                let d = frac + (reach as f64 - 1.0 - j as f64);
                 let arg = std::f64::consts::PI * cutoff * d;
                 let sinc = if arg.abs() < 1e-9 { 1.0 } else { arg.sin() / arg };
-                let w = d / (reach as f64);
+                let w = d / reach as f64;
                 let window = if w.abs() >= 1.0 { 0.0 } else { 0.5 * (1.0 + (std::f64::consts::PI * w).cos()) };
-                acc += f64::from(x) * cutoff * sinc * window;
+                table.push((cutoff * sinc * window) as f32);
             }
-            acc.round().clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16
-        })
-        .collect()
+        }
+        Self {
+            up,
+            down,
+            phases,
+            taps,
+            table,
+            pending: vec![0.0; reach - 1],
+            position: (reach as u64 - 1) * up,
+            total_in: 0,
+            total_out: 0,
+        }
+    }
+
+    /// Converts the next piece of the stream; returns what can be computed so far.
+    pub fn push(&mut self, input: &[i16]) -> Vec<i16> {
+        self.total_in += input.len() as u64;
+        self.pending.extend(input.iter().map(|&x| f32::from(x)));
+        self.produce(u64::MAX)
+    }
+
+    /// The stream has ended: the remaining samples, with silence after the end.
+    pub fn finish(&mut self) -> Vec<i16> {
+        let due = self.total_in * self.up / self.down;
+        self.pending.extend(std::iter::repeat_n(0.0, self.taps));
+        let out = self.produce(due.saturating_sub(self.total_out));
+        self.pending.clear();
+        out
+    }
+
+    fn produce(&mut self, limit: u64) -> Vec<i16> {
+        let reach = self.taps / 2;
+        let mut out = Vec::with_capacity((self.pending.len() as u64 * self.up / self.down) as usize + 1);
+        while (out.len() as u64) < limit {
+            let centre = (self.position / self.up) as usize;
+            if centre + reach >= self.pending.len() {
+                break;
+            }
+            let phase = (self.position % self.up) * self.phases / self.up;
+            let row = &self.table[phase as usize * self.taps..][..self.taps];
+            out.push(to_i16(dot(&self.pending[centre + 1 - reach..=centre + reach], row)));
+            self.position += self.down;
+        }
+        self.total_out += out.len() as u64;
+        // Drop input no later output reaches.
+        let centre = (self.position / self.up) as usize;
+        let used = (centre + 1).saturating_sub(reach).min(self.pending.len());
+        self.pending.drain(..used);
+        self.position -= used as u64 * self.up;
+        out
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +323,31 @@ mod tests {
         let high = sine(9000.0, 22050.0, 22050, 10000.0);
         let folded = convert(&high, 22050, 16000);
         assert!(rms(&folded) < 0.05 * rms(&high), "aliasing {}", rms(&folded));
+    }
+
+    #[test]
+    fn conversion_in_pieces_equals_one_piece() {
+        let input = sine(700.0, 22050.0, 11025, 9000.0);
+        let whole = convert(&input, 22050, 16000);
+        for piece in [1, 7, 441, 1000] {
+            let mut converter = Converter::new(22050, 16000);
+            let mut pieces: Vec<i16> = input.chunks(piece).flat_map(|c| converter.push(c)).collect();
+            pieces.extend(converter.finish());
+            assert_eq!(pieces, whole, "pieces of {piece}");
+        }
+        assert_eq!(whole.len(), 8000);
+        assert_eq!(convert(&input, 22050, 48000).len(), 24000);
+        assert_eq!(convert(&input[..100], 22050, 8000).len(), 36);
+    }
+
+    #[test]
+    fn conversion_delays_nothing() {
+        // An impulse comes out where it went in, scaled to the new rate.
+        let mut click = vec![0i16; 2205];
+        click[1000] = 20000;
+        let out = convert(&click, 22050, 16000);
+        let peak = out.iter().enumerate().max_by_key(|(_, s)| s.unsigned_abs()).map(|(i, _)| i);
+        assert_eq!(peak, Some(726), "1000 * 16000 / 22050 = 725.6");
     }
 
     #[test]
