@@ -58,6 +58,8 @@ pub struct Running {
     pub store: Store,
     /// Speech recognition, when the assistant answers calls.
     pub speech: Option<Stt>,
+    /// Places (or queues) calls to contacts.
+    pub callout: crate::callout::CallOut,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -220,6 +222,53 @@ pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<St
     Ok(texts)
 }
 
+/// The tunnel (if any), the number's webhooks and the connectivity monitor.
+fn start_network(
+    config: &Config,
+    state: &StateBus,
+    rest: Option<RestClient>,
+    public: &crate::twilio::PublicUrl,
+    server: web::Server,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let provider = config.tunnel.provider;
+    match provider {
+        TunnelProvider::None => state.set(DeviceState::Offline),
+        TunnelProvider::External => {
+            let url = public.get().to_string();
+            state.update(|s| s.network.public_url = Some(url));
+        }
+        TunnelProvider::Ngrok => {
+            let dialer = Arc::new(crate::tunnel::ngrok::NgrokDialer::new(&config.tunnel));
+            let backoff = crate::tunnel::Backoff::new(Duration::from_secs(1), config.tunnel.reconnect_max.into());
+            tracker.spawn(crate::tunnel::supervise(
+                dialer,
+                server,
+                public.clone(),
+                state.clone(),
+                backoff,
+                shutdown.clone(),
+            ));
+        }
+    }
+    let interval: Duration = config.tunnel.probe_interval.into();
+    if let (true, Some(rest), Some(number)) =
+        (provider != TunnelProvider::None, rest.clone(), config.twilio.phone_number.clone())
+    {
+        tracker.spawn(crate::tunnel::keep_number_pointed(
+            rest,
+            number,
+            config.twilio.fallback_url.clone(),
+            config.twilio.force_number_setup,
+            state.clone(),
+            interval,
+            shutdown.clone(),
+        ));
+    }
+    tracker.spawn(crate::tunnel::monitor::run(rest, provider, state.clone(), interval, shutdown.clone()));
+}
+
 /// Starts the box and returns once it is listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = StateBus::default();
@@ -263,8 +312,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(url) => url.clone(),
         None => url::Url::parse(&format!("http://{addr}")).context("listen address as URL")?,
     };
+    let public = crate::twilio::PublicUrl::new(public_base);
     let phone = PhoneState {
-        public_base,
+        public_base: public.clone(),
         auth_token: config.twilio.auth_token.clone(),
         validate_signatures: config.twilio.validate_signatures,
         sessions: SessionContext {
@@ -286,26 +336,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         speech: speech.clone(),
     };
     let router = web::finish(web::router(status).merge(webhook::routes(phone)));
-    tracker.spawn(web::serve(listener, router, shutdown.clone(), SHUTDOWN_DEADLINE));
+    let server = web::Server::new(router, shutdown.clone(), tracker.clone());
+    tracker.spawn(web::serve(listener, server.clone()));
     info!("listening on http://{addr} (health: http://{addr}/healthz); Ctrl-C stops the box");
 
-    if let (TunnelProvider::External, Some(rest), Some(number), Some(base)) =
-        (config.tunnel.provider, rest_for_setup, config.twilio.phone_number.clone(), config.twilio.public_url.clone())
-    {
-        let (fallback, force) = (config.twilio.fallback_url.clone(), config.twilio.force_number_setup);
-        tracker.spawn(async move {
-            match crate::twilio::number::point_at_box(&rest, &number, &base, fallback.as_ref(), force).await {
-                Ok(crate::twilio::number::Setup::AlreadySet) => info!("{number} already sends its calls to {base}"),
-                Ok(crate::twilio::number::Setup::Updated { .. }) => info!("{number} now sends its calls to {base}"),
-                Err(e) => error!("number set-up: {e}"),
-            }
-        });
+    start_network(&config, &state, rest_for_setup.clone(), &public, server, &shutdown, &tracker);
+    let callout = crate::callout::CallOut::new(
+        rest_for_setup.clone(),
+        config.twilio.phone_number.clone(),
+        public.clone(),
+        store.clone(),
+        state.clone(),
+        crate::callout::Policy::from_config(&config.calls),
+    );
+    tracker.spawn(callout.clone().run(shutdown.clone()));
+    if let (Some(rest), Some(number)) = (rest_for_setup, config.twilio.phone_number.clone()) {
+        let voicemail = config.device.data_dir.join("voicemail");
+        tracker.spawn(crate::sync::run(rest, number, store.clone(), voicemail, state.clone(), shutdown.clone()));
     }
-
-    state.set(match config.tunnel.provider {
-        TunnelProvider::None => DeviceState::Offline,
-        TunnelProvider::Ngrok | TunnelProvider::External => DeviceState::Ready,
-    });
 
     let done = {
         let (shutdown, store) = (shutdown.clone(), store.clone());
@@ -318,5 +366,5 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             drop(store);
         })
     };
-    Ok(Running { addr, state, registry, store, speech, shutdown, done })
+    Ok(Running { addr, state, registry, store, speech, callout, shutdown, done })
 }

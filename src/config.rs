@@ -109,7 +109,12 @@ pub enum TunnelProvider {
 pub struct TunnelConfig {
     pub provider: TunnelProvider,
     pub authtoken: Secret,
+    /// A reserved ngrok domain (e.g. `mybox.ngrok.app`); empty: ngrok assigns one.
     pub domain: String,
+    /// How often the box checks that Twilio's API answers (faster while offline).
+    pub probe_interval: Duration,
+    /// The longest pause between tunnel reconnection attempts (they start at 1 s and double).
+    pub reconnect_max: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,6 +141,21 @@ pub struct CallsConfig {
     /// A WAV (16-bit mono, 8 or 16 kHz) the box greets callers with; none: a chime.
     #[serde(deserialize_with = "types::optional_path")]
     pub greeting_wav: Option<PathBuf>,
+    /// In ring mode, who takes a call nobody answers on the box: `voicemail` or `assistant`.
+    pub unanswered: Unanswered,
+    /// A call-out asked for while offline is retried for this long…
+    pub queue_for: Duration,
+    /// …and an emergency call-out for this long.
+    pub emergency_queue_for: Duration,
+    /// The pause between attempts at a queued call-out (emergency ones: a third of it).
+    pub retry_every: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unanswered {
+    Voicemail,
+    Assistant,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,5 +1,6 @@
-//! The device state: one value that says what the box is doing, watched by everything that shows it
-//! (LEDs, status page, logs).
+//! What the box is doing, as one snapshot watched by everything that shows it (LEDs, status page,
+//! logs): the device state, the tunnel, the phone network, the current activity, messages waiting
+//! and any fault. Producers change one field; watchers see whole snapshots.
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -17,35 +18,123 @@ pub enum DeviceState {
     Stopping,
 }
 
-/// Publishes the current [`DeviceState`]; cheap to clone, any number of watchers.
+/// What the box is busy with right now (one thing at a time on the speaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    #[default]
+    Idle,
+    /// An incoming call rings the box.
+    Ringing,
+    /// A call-out is being placed.
+    Dialing,
+    /// A call-out rings at the far end.
+    RingingOut,
+    /// A call plays through the box's speaker and microphone.
+    InCall,
+    /// The last call-out failed (shown briefly).
+    CallFailed,
+    /// Push-to-talk: recording the user.
+    Listening,
+    /// The box speaks on its speaker (assistant reply, messages, status).
+    Speaking,
+}
+
+/// Whether the box can reach the phone network: its tunnel and Twilio's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Network {
+    /// The public URL Twilio reaches the box at, while the tunnel is up.
+    pub public_url: Option<String>,
+    /// The last time the tunnel went down, why.
+    pub tunnel_down: Option<String>,
+    /// Twilio's API answered the last probe.
+    pub api_reachable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub state: DeviceState,
+    pub activity: Activity,
+    pub network: Network,
+    /// Missed calls and voicemails not yet heard.
+    pub waiting: u32,
+    /// Something needs attention (e.g. the audio device is gone); cleared when it recovers.
+    pub fault: Option<String>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self {
+            state: DeviceState::Starting,
+            activity: Activity::Idle,
+            network: Network::default(),
+            waiting: 0,
+            fault: None,
+        }
+    }
+}
+
+/// Publishes the current [`Snapshot`]; cheap to clone, any number of watchers.
 #[derive(Debug, Clone)]
 pub struct StateBus {
-    tx: watch::Sender<DeviceState>,
+    tx: watch::Sender<Snapshot>,
 }
 
 impl Default for StateBus {
     fn default() -> Self {
-        Self { tx: watch::Sender::new(DeviceState::Starting) }
+        Self { tx: watch::Sender::new(Snapshot::default()) }
     }
 }
 
 impl StateBus {
     pub fn set(&self, state: DeviceState) {
-        self.tx.send_if_modified(|current| {
-            let changed = *current != state;
-            if changed {
-                tracing::info!(from = ?*current, to = ?state, "device state");
-                *current = state;
+        self.update(|s| {
+            if s.state != state {
+                tracing::info!(from = ?s.state, to = ?state, "device state");
             }
-            changed
+            s.state = state;
+        });
+    }
+
+    pub fn set_activity(&self, activity: Activity) {
+        self.update(|s| s.activity = activity);
+    }
+
+    /// Sets the activity back to idle, but only if it is still `activity` (a newer one stays).
+    pub fn end_activity(&self, activity: Activity) {
+        self.update(|s| {
+            if s.activity == activity {
+                s.activity = Activity::Idle;
+            }
+        });
+    }
+
+    pub fn set_waiting(&self, waiting: u32) {
+        self.update(|s| s.waiting = waiting);
+    }
+
+    pub fn set_fault(&self, fault: Option<String>) {
+        self.update(|s| s.fault = fault);
+    }
+
+    /// Changes the snapshot; watchers are told only when something actually changed.
+    pub fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        self.tx.send_if_modified(|current| {
+            let before = current.clone();
+            change(current);
+            *current != before
         });
     }
 
     pub fn current(&self) -> DeviceState {
-        *self.tx.borrow()
+        self.tx.borrow().state
     }
 
-    pub fn watch(&self) -> watch::Receiver<DeviceState> {
+    pub fn snapshot(&self) -> Snapshot {
+        self.tx.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
         self.tx.subscribe()
     }
 }
@@ -61,8 +150,13 @@ mod tests {
         assert_eq!(bus.current(), DeviceState::Starting);
         bus.set(DeviceState::Offline);
         rx.changed().await.expect("sender alive");
-        assert_eq!(*rx.borrow_and_update(), DeviceState::Offline);
+        assert_eq!(rx.borrow_and_update().state, DeviceState::Offline);
         bus.set(DeviceState::Offline);
         assert!(!rx.has_changed().expect("sender alive"), "setting the same state is not a change");
+        bus.set_activity(Activity::Dialing);
+        bus.end_activity(Activity::Ringing);
+        assert_eq!(bus.snapshot().activity, Activity::Dialing, "only the activity that ends is cleared");
+        bus.end_activity(Activity::Dialing);
+        assert_eq!(bus.snapshot().activity, Activity::Idle);
     }
 }

@@ -9,11 +9,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::call::registry::{CallSummary, Registry};
@@ -73,11 +74,63 @@ async fn healthz(State(status): State<Status>) -> Json<Health> {
     })
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets open requests finish (up to `deadline`).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, deadline: Duration) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+/// Serves HTTP (with WebSocket upgrades) on any byte stream: LAN TCP connections and the tunnel's
+/// connections go through the same stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    builder: Arc<Builder<TokioExecutor>>,
+    router: Router,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Connections are tracked by `tracker`; on `shutdown` each finishes its request in progress
+    /// (at most [`crate::app::SHUTDOWN_DEADLINE`]) and closes.
+    pub fn new(router: Router, shutdown: CancellationToken, tracker: TaskTracker) -> Self {
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        Self { builder: Arc::new(builder), router, shutdown, tracker }
+    }
+
+    /// Serves one connection on a task of its own.
+    pub fn serve_io<I>(&self, io: I, peer: String)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (builder, shutdown) = (self.builder.clone(), self.shutdown.clone());
+        let service = TowerToHyperService::new(self.router.clone());
+        self.tracker.spawn(async move {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(crate::app::SHUTDOWN_DEADLINE, connection).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            warn!(%peer, "connection still busy at the shutdown deadline: closed");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Accepts LAN connections on `listener` until shutdown.
+pub async fn serve(listener: TcpListener, server: Server) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,23 +142,12 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            () = server.shutdown.cancelled() => break,
         };
         // Media frames are small writes every 20 ms: Nagle's algorithm would hold them back.
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, "cannot set TCP_NODELAY: {e}");
         }
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
-        warn!("HTTP connections still open {}s after shutdown: closing them", deadline.as_secs());
+        server.serve_io(stream, peer.to_string());
     }
 }

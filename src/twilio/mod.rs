@@ -7,3 +7,27 @@ pub mod signature;
 pub mod simulator;
 pub mod twiml;
 pub mod webhook;
+
+/// The base URL Twilio reaches the box at. It changes when a tunnel reconnects with a new address;
+/// webhooks are verified against the current one. Cheap to clone (one shared value).
+#[derive(Debug, Clone)]
+pub struct PublicUrl(std::sync::Arc<std::sync::RwLock<url::Url>>);
+
+impl PublicUrl {
+    pub fn new(url: url::Url) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(url)))
+    }
+
+    pub fn get(&self) -> url::Url {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set(&self, url: url::Url) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = url;
+    }
+
+    /// `path` (e.g. `/twilio/voice`) under the current base.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.get().as_str().trim_end_matches('/'))
+    }
+}

@@ -22,7 +22,13 @@ pub enum RestError {
     #[error("Twilio answered {what} with HTTP {status}{}: {message}", code.map(|c| format!(" (error {c})")).unwrap_or_default())]
     Api { what: String, status: u16, code: Option<u32>, message: String, more_info: Option<String> },
     #[error("cannot reach the Twilio API at {base} for {what}: {reason}")]
-    Transport { what: String, base: String, reason: String },
+    Transport {
+        what: String,
+        base: String,
+        reason: String,
+        /// The connection failed: nothing reached Twilio, so sending again cannot do anything twice.
+        nothing_sent: bool,
+    },
     #[error("Twilio's answer to {what} is not what the box expects: {reason}")]
     Decode { what: String, reason: String },
 }
@@ -78,6 +84,19 @@ struct CallPage {
     next_page_uri: Option<String>,
 }
 
+/// A recording Twilio made of a call.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Recording {
+    pub sid: String,
+    pub call_sid: Option<String>,
+    pub duration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordingPage {
+    recordings: Vec<Recording>,
+}
+
 /// What `place_call` sends: the box's webhook answers the call once it connects.
 #[derive(Debug, Clone)]
 pub struct NewCall<'a> {
@@ -119,6 +138,8 @@ pub struct NumberWebhooks<'a> {
 enum Retry {
     Idempotent,
     Once,
+    /// A probe: one attempt, the answer is whether it worked now.
+    Never,
 }
 
 const ATTEMPTS: u32 = 4;
@@ -154,6 +175,7 @@ impl RestClient {
                 what: "client set-up".into(),
                 base: config.api_base.to_string(),
                 reason: e.to_string(),
+                nothing_sent: true,
             })?;
         Ok(Self {
             http,
@@ -177,6 +199,11 @@ impl RestClient {
     /// `GET /Accounts/{AC}.json`: proves the credentials work.
     pub async fn account(&self) -> Result<Account, RestError> {
         self.send("the account look-up", Method::GET, &self.account_path(".json"), &[], Retry::Idempotent).await
+    }
+
+    /// One quick `GET /Accounts/{AC}.json`, not retried: can the box reach Twilio's API right now?
+    pub async fn probe(&self) -> Result<Account, RestError> {
+        self.send("the reachability probe", Method::GET, &self.account_path(".json"), &[], Retry::Never).await
     }
 
     /// Finds the account's incoming number equal to `number`, if the account owns it.
@@ -269,6 +296,25 @@ impl RestClient {
         Ok(calls)
     }
 
+    /// The recordings of one call (voicemail left while the box was away).
+    pub async fn list_recordings(&self, call: &CallSid) -> Result<Vec<Recording>, RestError> {
+        let path = self.account_path(&format!("/Calls/{}/Recordings.json", call.as_str()));
+        let page: RecordingPage = self.send("the recording list", Method::GET, &path, &[], Retry::Idempotent).await?;
+        Ok(page.recordings)
+    }
+
+    /// A recording's audio as a WAV file.
+    pub async fn download_recording(&self, recording_sid: &str) -> Result<bytes::Bytes, RestError> {
+        if !recording_sid.starts_with("RE") || !recording_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(RestError::Decode {
+                what: "a recording".into(),
+                reason: format!("{recording_sid:?} is not a recording SID (RE + 32 hex digits)"),
+            });
+        }
+        let path = self.account_path(&format!("/Recordings/{recording_sid}.wav"));
+        self.send_raw("the recording download", Method::GET, &path, &[], Retry::Idempotent).await
+    }
+
     fn url(&self, path: &str) -> url::Url {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_owned();
@@ -288,6 +334,19 @@ impl RestClient {
         params: &[(&str, &str)],
         retry: Retry,
     ) -> Result<T, RestError> {
+        let body = self.send_raw(what, method, path, params, retry).await?;
+        serde_json::from_slice(&body).map_err(|e| RestError::Decode { what: what.into(), reason: e.to_string() })
+    }
+
+    /// Like `send`, returning the body as it came (recordings are audio, not JSON).
+    async fn send_raw(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        params: &[(&str, &str)],
+        retry: Retry,
+    ) -> Result<bytes::Bytes, RestError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -307,20 +366,19 @@ impl RestClient {
                         .map(|s| Duration::from_secs(s.min(60)));
                     let body = response.bytes().await.map_err(|e| self.transport(what, &e))?;
                     if status.is_success() {
-                        return serde_json::from_slice(&body)
-                            .map_err(|e| RestError::Decode { what: what.into(), reason: e.to_string() });
+                        return Ok(body);
                     }
                     let error = self.api_error(what, status, &body);
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS
                         || (status.is_server_error() && retry == Retry::Idempotent);
-                    if !retryable {
+                    if !retryable || retry == Retry::Never {
                         return Err(error);
                     }
                     (retry_after, error)
                 }
                 Err(e) => {
                     let error = self.transport(what, &e);
-                    if !(e.is_connect() || retry == Retry::Idempotent) {
+                    if retry == Retry::Never || !(e.is_connect() || retry == Retry::Idempotent) {
                         return Err(error);
                     }
                     (None, error)
@@ -344,7 +402,7 @@ impl RestClient {
         } else {
             e.to_string()
         };
-        RestError::Transport { what: what.into(), base: self.base.to_string(), reason }
+        RestError::Transport { what: what.into(), base: self.base.to_string(), reason, nothing_sent: e.is_connect() }
     }
 
     fn api_error(&self, what: &str, status: StatusCode, body: &[u8]) -> RestError {
@@ -376,7 +434,7 @@ impl RestClient {
 }
 
 /// `base` scaled by a random factor in [0.5, 1.5), so many boxes do not retry in step.
-fn jittered(base: Duration) -> Duration {
+pub(crate) fn jittered(base: Duration) -> Duration {
     let mut b = [0u8; 2];
     let _ = getrandom::getrandom(&mut b);
     base.mul_f64(0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0)

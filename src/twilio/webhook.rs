@@ -31,7 +31,7 @@ const POLICY_VIOLATION: u16 = 1008;
 #[derive(Clone)]
 pub struct PhoneState {
     /// The base URL Twilio uses to reach the box; signatures are checked against it, never `Host`.
-    pub public_base: url::Url,
+    pub public_base: super::PublicUrl,
     pub auth_token: Secret,
     pub validate_signatures: bool,
     pub sessions: SessionContext,
@@ -40,19 +40,20 @@ pub struct PhoneState {
 
 impl std::fmt::Debug for PhoneState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhoneState").field("public_base", &self.public_base.as_str()).finish_non_exhaustive()
+        f.debug_struct("PhoneState").field("public_base", &self.public_base.get().as_str()).finish_non_exhaustive()
     }
 }
 
 impl PhoneState {
     /// The full public URL for a request path (and query), as Twilio signed it.
     fn public_url(&self, path_and_query: &str) -> String {
-        format!("{}{}", self.public_base.as_str().trim_end_matches('/'), path_and_query)
+        self.public_base.join(path_and_query)
     }
 
     /// The `wss://` (or, for a plain-HTTP development base, `ws://`) URL of the media route.
     pub fn stream_url(&self) -> String {
-        let base = self.public_base.as_str().trim_end_matches('/');
+        let base = self.public_base.get();
+        let base = base.as_str().trim_end_matches('/');
         let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
         let ws = if scheme == "http" { "ws" } else { "wss" };
         format!("{ws}://{rest}/twilio/media")

@@ -1,0 +1,225 @@
+//! Offline-first behaviour against a Twilio stand-in on loopback that can go down and come back:
+//! the connectivity monitor, the durable call-out queue (placed once after reconnecting, never again
+//! after a restart) and the missed-call sync (idempotent across restarts).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use common::{ACCOUNT_SID, AUTH_TOKEN, NUMBER};
+use voca::config::{Config, Contact};
+use voca::events::DeviceState;
+
+const PUBLIC: &str = "https://box.example.net";
+
+#[derive(Default)]
+struct Twilio {
+    calls_placed: Vec<String>,
+    calls_listed: Vec<serde_json::Value>,
+    recordings: HashMap<String, Vec<&'static str>>,
+    downloads: usize,
+    probes: usize,
+}
+
+type Shared = Arc<Mutex<Twilio>>;
+
+async fn api(State(state): State<Shared>, method: Method, uri: Uri, body: String) -> Response {
+    let mut s = state.lock().expect("lock");
+    let path = uri.path().trim_start_matches(&format!("/2010-04-01/Accounts/{ACCOUNT_SID}"));
+    let json = |v: serde_json::Value| axum::Json(v).into_response();
+    match (method.as_str(), path) {
+        ("GET", ".json") => {
+            s.probes += 1;
+            json(serde_json::json!({"sid": ACCOUNT_SID, "status": "active"}))
+        }
+        ("GET", "/IncomingPhoneNumbers.json") => json(serde_json::json!({"incoming_phone_numbers": [{
+            "sid": "PN0123456789abcdef0123456789abcdef", "phone_number": NUMBER,
+            "voice_url": format!("{PUBLIC}/twilio/voice"), "status_callback": format!("{PUBLIC}/twilio/status")}]})),
+        ("POST", "/Calls.json") => {
+            s.calls_placed.push(body);
+            let sid = format!("CA{:032x}", s.calls_placed.len());
+            (StatusCode::CREATED, axum::Json(serde_json::json!({"sid": sid, "status": "queued"}))).into_response()
+        }
+        ("GET", "/Calls.json") => json(serde_json::json!({"calls": s.calls_listed, "next_page_uri": null})),
+        ("GET", p) if p.ends_with("/Recordings.json") => {
+            let call = p.trim_start_matches("/Calls/").trim_end_matches("/Recordings.json");
+            let list: Vec<_> = s
+                .recordings
+                .get(call)
+                .into_iter()
+                .flatten()
+                .map(|re| serde_json::json!({"sid": re, "call_sid": call, "duration": "4"}))
+                .collect();
+            json(serde_json::json!({"recordings": list}))
+        }
+        ("GET", p) if p.starts_with("/Recordings/RE") && p.ends_with(".wav") => {
+            s.downloads += 1;
+            let mut wav = b"RIFF".to_vec();
+            wav.extend_from_slice(&[0; 40]);
+            wav.into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, format!("no route {method} {path}")).into_response(),
+    }
+}
+
+/// The stand-in, on a fixed port so it can be stopped and started again at the same address.
+struct Stub {
+    port: u16,
+    state: Shared,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Stub {
+    fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        Self { port, state: Arc::default(), server: None }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn up(&mut self) {
+        let app = axum::Router::new().fallback(api).with_state(self.state.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind");
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    async fn down(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+}
+
+fn config(dir: &std::path::Path, api: &str) -> Config {
+    let path = dir.join("voca.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [twilio]\naccount_sid = \"{ACCOUNT_SID}\"\nauth_token = \"{AUTH_TOKEN}\"\nphone_number = \"{NUMBER}\"\n\
+             api_base = \"{api}\"\npublic_url = \"{PUBLIC}\"\n\
+             [tunnel]\nprovider = \"external\"\nprobe_interval = \"200ms\"\n\
+             [calls]\nanswer = \"tones\"\nretry_every = \"300ms\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("config");
+    Config::load(Some(&path), &HashMap::new()).expect("config loads")
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn wait_for_state(running: &voca::app::Running, state: DeviceState) {
+    let mut watch = running.state.watch();
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|s| s.state == state))
+        .await
+        .unwrap_or_else(|_| panic!("the box never became {state:?}"))
+        .expect("bus");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_out_asked_for_offline_is_placed_once_after_reconnecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stub = Stub::new();
+    stub.up().await;
+    let running = voca::app::start(config(dir.path(), &stub.base())).await.expect("box starts");
+    wait_for_state(&running, DeviceState::Ready).await;
+
+    // The network goes away: the monitor notices, and a call-out is queued, not lost.
+    stub.down().await;
+    wait_for_state(&running, DeviceState::Offline).await;
+    let alice = Contact {
+        name: "Alice".into(),
+        number: "+15557654321".parse().expect("e164"),
+        button: Some(1),
+        emergency: false,
+    };
+    let mut updates = running.callout.updates();
+    let id = running.callout.request(&alice, false).await.expect("queued");
+    let update = tokio::time::timeout(Duration::from_secs(5), updates.recv()).await.expect("update").expect("open");
+    assert_eq!(update, voca::callout::Update::Queued { id });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let rows = running.store.callouts().await.expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, "pending", "{rows:?}");
+
+    // It comes back: the box is online again and places the call exactly once.
+    stub.up().await;
+    wait_for_state(&running, DeviceState::Ready).await;
+    let state = stub.state.clone();
+    wait_until("the call is placed", || state.lock().expect("lock").calls_placed.len() == 1).await;
+    let body = state.lock().expect("lock").calls_placed[0].clone();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    assert_eq!(form["To"], "+15557654321");
+    assert_eq!(form["From"], NUMBER);
+    assert_eq!(form["Url"], format!("{PUBLIC}/twilio/voice?callout={id}"));
+    let row = running.store.callouts().await.expect("rows").remove(0);
+    assert_eq!((row.state.as_str(), row.call_sid.is_some()), ("placed", true), "{row:?}");
+    running.stop().await.expect("stop");
+
+    // A restart does not place it again.
+    let running = voca::app::start(config(dir.path(), &stub.base())).await.expect("restart");
+    wait_for_state(&running, DeviceState::Ready).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(stub.state.lock().expect("lock").calls_placed.len(), 1, "placed once, ever");
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_missed_while_offline_are_merged_once_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stub = Stub::new();
+    let now = chrono::Utc::now();
+    let when = |mins: i64| (now - chrono::Duration::minutes(mins)).to_rfc2822();
+    {
+        let mut s = stub.state.lock().expect("lock");
+        let call = |sid: &str, status: &str, start: String| {
+            serde_json::json!({"sid": sid, "status": status, "direction": "inbound", "from": "+15550001111",
+                "to": NUMBER, "start_time": start, "duration": "12"})
+        };
+        s.calls_listed = vec![
+            call("CA00000000000000000000000000000001", "completed", when(30)),
+            call("CA00000000000000000000000000000002", "no-answer", when(20)),
+            call("CA00000000000000000000000000000003", "in-progress", when(1)),
+        ];
+        s.recordings.insert("CA00000000000000000000000000000001".into(), vec!["RE00000000000000000000000000000001"]);
+    }
+    stub.up().await;
+    for run in 0..2 {
+        let running = voca::app::start(config(dir.path(), &stub.base())).await.expect("box starts");
+        wait_for_state(&running, DeviceState::Ready).await;
+        let mut watch = running.state.watch();
+        tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|s| s.waiting == 2))
+            .await
+            .unwrap_or_else(|_| panic!("run {run}: two calls wait to be heard: {:?}", running.state.snapshot()))
+            .expect("bus");
+        let waiting = running.store.waiting_calls().await.expect("waiting");
+        let sids: Vec<&str> = waiting.iter().map(|c| c.call_sid.as_str()).collect();
+        assert_eq!(sids, ["CA00000000000000000000000000000001", "CA00000000000000000000000000000002"], "run {run}");
+        let voicemail = waiting[0].voicemail.clone().expect("the recording is the voicemail");
+        assert!(std::path::Path::new(&voicemail).is_file(), "{voicemail}");
+        assert_eq!(waiting[1].outcome.as_deref(), Some("no-answer"));
+        assert!(waiting[1].voicemail.is_none());
+        assert_eq!(running.store.recent_calls(10).await.expect("calls").len(), 2, "run {run}: nothing twice");
+        running.stop().await.expect("stop");
+    }
+    assert_eq!(stub.state.lock().expect("lock").downloads, 1, "a recording is downloaded once");
+}
