@@ -14,16 +14,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::appliance::{Appliance, LocalSpeech};
 use crate::assistant::llm::Llm;
 use crate::assistant::Assistant;
 use crate::audio::resample::Upsampler;
 use crate::audio::vad::VadConfig;
 use crate::audio::wav;
 use crate::call::conversation::{AssistantCall, Prompts, SpeechKit, Transfer};
+use crate::call::intercom::{Fallback, IntercomCall, RingCall};
 use crate::call::registry::Registry;
-use crate::call::responder::{Responder, ResponderFactory, ToneResponder};
+use crate::call::responder::{Purpose, Responder, ResponderFactory, ToneResponder};
 use crate::call::session::SessionContext;
-use crate::config::{AnswerMode, Config, TunnelProvider};
+use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
 use crate::events::{DeviceState, StateBus};
 use crate::speech::stt::Stt;
 use crate::speech::tts::Tts;
@@ -60,6 +62,8 @@ pub struct Running {
     pub speech: Option<Stt>,
     /// Places (or queues) calls to contacts.
     pub callout: crate::callout::CallOut,
+    /// The panel, speaker and microphone.
+    pub appliance: Appliance,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -69,6 +73,7 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.state.set(DeviceState::Stopping);
         self.shutdown.cancel();
+        self.appliance.shutdown();
         self.done.await.context("the box's main task failed")?;
         info!("stopped");
         Ok(())
@@ -91,37 +96,22 @@ fn greeting(config: &Config) -> anyhow::Result<Option<Arc<Vec<i16>>>> {
     Ok(Some(Arc::new(samples)))
 }
 
-/// What answers calls: the assistant (speech), or the tone line test. The speech engines start here;
-/// the model loads in the background while the box already answers.
-async fn responders(
-    config: &Config,
-    store: &Store,
-    rest: Option<RestClient>,
-    greeting: Option<Arc<Vec<i16>>>,
-) -> (ResponderFactory, Option<Stt>) {
-    let tones = move || -> ResponderFactory {
-        Arc::new(move |_: &CallSid| Box::new(ToneResponder::new(greeting.clone())) as Box<dyn Responder>)
-    };
-    match config.calls.answer {
-        AnswerMode::Tones => return (tones(), None),
-        AnswerMode::Ring | AnswerMode::Intercom => {
-            warn!(
-                "calls.answer = {:?} needs the box's panel and audio (not built yet): the assistant answers",
-                config.calls.answer
-            )
-        }
-        AnswerMode::Assistant | AnswerMode::Voicemail => {}
+/// The speech engines for calls and the box's speaker: TTS starts here, the model loads in the
+/// background while the box already answers. `None` when calls get the tone line test instead.
+async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) -> Option<SpeechKit> {
+    if config.calls.answer == AnswerMode::Tones {
+        return None;
     }
     let speech = config.speech.clone();
     let tts = match tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await {
         Ok(Ok(tts)) => Arc::new(tts),
         Ok(Err(e)) => {
             error!("{e}: calls get the tone line test instead of the assistant");
-            return (tones(), None);
+            return None;
         }
         Err(e) => {
             error!("the TTS start-up crashed ({e}): calls get the tone line test");
-            return (tones(), None);
+            return None;
         }
     };
     let assistant = Arc::new(Assistant::new(config));
@@ -155,8 +145,45 @@ async fn responders(
         transfer,
     };
     info!(tts = %kit.tts.version, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
-    let stt = kit.stt.clone();
-    (Arc::new(move |sid: &CallSid| Box::new(AssistantCall::new(kit.clone(), sid)) as Box<dyn Responder>), Some(stt))
+    Some(kit)
+}
+
+/// What answers each call: call-outs play on the box (intercom); incoming calls as `calls.answer`
+/// says (ring the box, intercom, assistant, voicemail, or the tone line test).
+fn responder_factory(
+    config: &Config,
+    kit: Option<SpeechKit>,
+    appliance: Appliance,
+    greeting: Option<Arc<Vec<i16>>>,
+) -> ResponderFactory {
+    let answer = config.calls.answer;
+    let ring_timeout: Duration = config.calls.ring_timeout.into();
+    let unanswered = config.calls.unanswered;
+    Arc::new(move |sid: &CallSid, purpose: Purpose| -> Box<dyn Responder> {
+        let (kit, greeting) = (kit.clone(), greeting.clone());
+        let answering = move |sid: &CallSid, voicemail: bool| -> Box<dyn Responder> {
+            match kit {
+                Some(mut kit) => {
+                    kit.voicemail_only |= voicemail;
+                    Box::new(AssistantCall::new(kit, sid))
+                }
+                None => Box::new(ToneResponder::new(greeting)),
+            }
+        };
+        match (purpose, answer) {
+            (Purpose::CallOut(_), _) | (Purpose::Incoming, AnswerMode::Intercom) => {
+                Box::new(IntercomCall::new(appliance.clone(), sid, purpose))
+            }
+            (Purpose::Incoming, AnswerMode::Ring) => {
+                let fallback_sid = sid.clone();
+                let fallback: Fallback =
+                    Box::new(move || answering(&fallback_sid, unanswered == Unanswered::Voicemail));
+                Box::new(RingCall::new(appliance.clone(), sid, ring_timeout, fallback))
+            }
+            (Purpose::Incoming, AnswerMode::Tones) => answering(sid, false),
+            (Purpose::Incoming, AnswerMode::Assistant | AnswerMode::Voicemail) => answering(sid, false),
+        }
+    })
 }
 
 /// Runs the box's recognizer over 16 kHz audio the way a call does (same warm-up, same VAD
@@ -299,7 +326,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let greeting = greeting(&config)?;
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };
     let rest_for_setup = rest.clone();
-    let (responders, speech) = responders(&config, &store, rest.clone(), greeting).await;
+    let kit = speech_kit(&config, &store, rest.clone()).await;
+    let speech = kit.as_ref().map(|k| k.stt.clone());
 
     let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
         format!(
@@ -313,7 +341,43 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => url::Url::parse(&format!("http://{addr}")).context("listen address as URL")?,
     };
     let public = crate::twilio::PublicUrl::new(public_base);
+    let callout = crate::callout::CallOut::new(
+        rest_for_setup.clone(),
+        config.twilio.phone_number.clone(),
+        public.clone(),
+        store.clone(),
+        state.clone(),
+        crate::callout::Policy::from_config(&config.calls),
+    );
+    let crate::panel::Opened { panel, sim: sim_panel } = crate::panel::open(&config.device.board)?;
+    let language = kit
+        .as_ref()
+        .map_or_else(|| crate::speech::prompts::language(&config.speech.language), |k| k.assistant.language);
+    let appliance = Appliance::start(
+        crate::appliance::Parts {
+            panel,
+            bus: state.clone(),
+            capture: config.device.capture.clone(),
+            playback: config.device.playback.clone(),
+            sample_rate: config.device.sample_rate,
+            callout: callout.clone(),
+            contacts: config.contacts.clone(),
+            speech: kit.as_ref().map(|k| LocalSpeech {
+                stt: k.stt.clone(),
+                tts: k.tts.clone(),
+                assistant: k.assistant.clone(),
+            }),
+            language,
+            store: store.clone(),
+            registry: registry.clone(),
+            rest: rest.clone(),
+        },
+        &shutdown,
+        &tracker,
+    );
+    let responders = responder_factory(&config, kit, appliance.clone(), greeting);
     let phone = PhoneState {
+        callout: callout.clone(),
         public_base: public.clone(),
         auth_token: config.twilio.auth_token.clone(),
         validate_signatures: config.twilio.validate_signatures,
@@ -335,20 +399,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry: registry.clone(),
         speech: speech.clone(),
     };
-    let router = web::finish(web::router(status).merge(webhook::routes(phone)));
+    let mut router = web::router(status).merge(webhook::routes(phone));
+    if let Some(sim) = sim_panel {
+        router = router.merge(crate::panel::sim::routes(sim));
+        info!("sim panel: press buttons with POST /sim/buttons/{{call|call2|talk}}, see LEDs at GET /sim/leds");
+    }
+    let router = web::finish(router);
     let server = web::Server::new(router, shutdown.clone(), tracker.clone());
     tracker.spawn(web::serve(listener, server.clone()));
     info!("listening on http://{addr} (health: http://{addr}/healthz); Ctrl-C stops the box");
 
     start_network(&config, &state, rest_for_setup.clone(), &public, server, &shutdown, &tracker);
-    let callout = crate::callout::CallOut::new(
-        rest_for_setup.clone(),
-        config.twilio.phone_number.clone(),
-        public.clone(),
-        store.clone(),
-        state.clone(),
-        crate::callout::Policy::from_config(&config.calls),
-    );
     tracker.spawn(callout.clone().run(shutdown.clone()));
     if let (Some(rest), Some(number)) = (rest_for_setup, config.twilio.phone_number.clone()) {
         let voicemail = config.device.data_dir.join("voicemail");
@@ -366,5 +427,5 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             drop(store);
         })
     };
-    Ok(Running { addr, state, registry, store, speech, callout, shutdown, done })
+    Ok(Running { addr, state, registry, store, speech, callout, appliance, shutdown, done })
 }

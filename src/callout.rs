@@ -54,6 +54,10 @@ pub enum Update {
     Retrying { id: i64, error: String },
     /// Gave up: Twilio refused it, or it stayed queued past its deadline.
     Failed { id: i64, error: String },
+    /// What became of the placed call: Twilio's `CallStatus` (`ringing`, `in-progress`, `completed`,
+    /// `busy`, `no-answer`, `failed`, `canceled`), `machine` (answering-machine detection), or
+    /// `connected` (its audio is on the box).
+    Progress { id: i64, status: String },
 }
 
 /// Places call-outs. Cheap to clone.
@@ -99,6 +103,11 @@ impl CallOut {
 
     pub fn updates(&self) -> broadcast::Receiver<Update> {
         self.inner.updates.subscribe()
+    }
+
+    /// Reports what became of call-out `id` (from Twilio's callbacks, or the box's own stream).
+    pub fn report(&self, id: i64, status: &str) {
+        let _ = self.inner.updates.send(Update::Progress { id, status: status.to_owned() });
     }
 
     /// Asks for a call to `contact`; returns the call-out's id. It is placed by [`CallOut::run`].

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod app;
+pub mod appliance;
 pub mod assistant;
 pub mod audio;
 pub mod call;
@@ -29,6 +30,7 @@ pub mod callout;
 pub mod check;
 pub mod config;
 pub mod events;
+pub mod panel;
 pub mod speech;
 pub mod store;
 pub mod sync;

@@ -51,6 +51,38 @@ impl Outbox {
     pub fn is_playing(&self) -> bool {
         !self.audio.is_empty()
     }
+
+    /// Queues live audio (intercom) with no mark.
+    pub fn append(&mut self, samples: &[i16]) {
+        self.audio.extend(samples);
+    }
+
+    /// Live audio only: drops the oldest queued samples beyond `keep`, so delay cannot build up.
+    /// Does nothing while marked audio is queued.
+    pub fn trim_to(&mut self, keep: usize) {
+        if self.marks.is_empty() && self.audio.len() > keep {
+            let excess = self.audio.len() - keep;
+            self.audio.drain(..excess);
+        }
+    }
+}
+
+/// Why a call's stream exists, from the `<Parameter>`s the box put in its TwiML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Someone called the box's number.
+    Incoming,
+    /// The box placed this call (call-out id).
+    CallOut(i64),
+}
+
+impl Purpose {
+    pub fn from_parameters(parameters: &std::collections::HashMap<String, String>) -> Self {
+        match parameters.get("callout").and_then(|v| v.parse().ok()) {
+            Some(id) => Purpose::CallOut(id),
+            None => Purpose::Incoming,
+        }
+    }
 }
 
 /// The conversation side of a call. Methods run on the session's task: they must return quickly and
@@ -72,7 +104,7 @@ pub trait Responder: Send {
 }
 
 /// Makes a fresh responder for each call, given the call's SID.
-pub type ResponderFactory = Arc<dyn Fn(&CallSid) -> Box<dyn Responder> + Send + Sync>;
+pub type ResponderFactory = Arc<dyn Fn(&CallSid, Purpose) -> Box<dyn Responder> + Send + Sync>;
 
 /// The low and high frequencies of a DTMF key.
 pub fn dtmf_frequencies(digit: char) -> Option<(f32, f32)> {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::registry::{Registry, TokenError};
-use super::responder::{Outbox, ResponderFactory, FRAME_16K};
+use super::responder::{Outbox, Purpose, ResponderFactory, FRAME_16K};
 use crate::audio::g711::{self, FRAME_8K};
 use crate::audio::pacer::Pacer;
 use crate::audio::resample::{Downsampler, Upsampler};
@@ -147,7 +147,7 @@ where
         if let Err(e) = ctx.store.call_answered(sid.as_str()).await {
             warn!("call log: {e}");
         }
-        let mut call = Call::new(stream_sid.to_string(), &sid, ctx);
+        let mut call = Call::new(stream_sid.to_string(), &sid, Purpose::from_parameters(&start.custom_parameters), ctx);
         let (outcome, reason, box_hung_up) = call.converse(&mut inbound, &mut outbound, &hangup).await;
         call.responder.end();
         end(ctx, &mut finish, &mut outbound, outcome, reason, box_hung_up, call.stats).await
@@ -211,11 +211,11 @@ struct Call<'c> {
 }
 
 impl<'c> Call<'c> {
-    fn new(stream_sid: String, sid: &CallSid, ctx: &'c SessionContext) -> Self {
+    fn new(stream_sid: String, sid: &CallSid, purpose: Purpose, ctx: &'c SessionContext) -> Self {
         Self {
             ctx,
             stream_sid,
-            responder: (ctx.responders)(sid),
+            responder: (ctx.responders)(sid, purpose),
             out: Outbox::default(),
             up: Upsampler::default(),
             down: Downsampler::default(),
@@ -449,7 +449,7 @@ mod tests {
         SessionContext {
             registry: Arc::new(Registry::new(calls)),
             store: Store::open(dir).expect("store"),
-            responders: Arc::new(|_: &CallSid| Box::new(ToneResponder::new(None)) as Box<dyn Responder>),
+            responders: Arc::new(|_: &CallSid, _| Box::new(ToneResponder::new(None)) as Box<dyn Responder>),
             max_duration: Duration::from_secs(30),
             silence_timeout: Duration::from_secs(30),
             shutdown: CancellationToken::new(),

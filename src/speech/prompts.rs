@@ -31,6 +31,18 @@ pub struct Language {
     pub call_words: &'static [&'static str],
     /// Whole sentences callers say to the built-in skills: the grammar in grammar mode.
     pub menu_phrases: &'static [&'static str],
+    /// Said on the box's speaker. `{name}`: a contact.
+    pub offline_queued: &'static str,
+    pub not_configured: &'static str,
+    pub no_contact: &'static str,
+    pub no_answer: &'static str,
+    pub call_failed: &'static str,
+    pub nobody_answered: &'static str,
+    pub emergency: &'static str,
+    /// `{last4}`: the caller's number's last four digits.
+    pub message_from: &'static str,
+    pub missed_from: &'static str,
+    pub no_messages: &'static str,
 }
 
 pub const ENGLISH: Language = Language {
@@ -63,6 +75,16 @@ pub const ENGLISH: Language = Language {
         "leave a message",
         "goodbye",
     ],
+    offline_queued: "I can't reach the phone network right now. I will keep trying to call {name}.",
+    not_configured: "Calling is not set up on this box yet.",
+    no_contact: "No contact is set for this button.",
+    no_answer: "{name} did not answer.",
+    call_failed: "The call to {name} did not go through.",
+    nobody_answered: "Nobody answered.",
+    emergency: "Calling for help.",
+    message_from: "Message from the number ending in {last4}.",
+    missed_from: "Missed call from the number ending in {last4}.",
+    no_messages: "You have no new messages.",
 };
 
 pub const KOREAN: Language = Language {
@@ -95,6 +117,16 @@ pub const KOREAN: Language = Language {
         "메시지 남길게요",
         "안녕히 계세요",
     ],
+    offline_queued: "지금은 전화망에 연결할 수 없습니다. {name}에게 계속 전화를 시도하겠습니다.",
+    not_configured: "이 박스에는 아직 전화 설정이 되어 있지 않습니다.",
+    no_contact: "이 버튼에 연결된 연락처가 없습니다.",
+    no_answer: "{name}이 받지 않았습니다.",
+    call_failed: "{name}에게 전화를 걸 수 없었습니다.",
+    nobody_answered: "아무도 받지 않았습니다.",
+    emergency: "도움을 요청합니다.",
+    message_from: "끝자리 {last4} 번호의 메시지입니다.",
+    missed_from: "끝자리 {last4} 번호의 부재중 전화입니다.",
+    no_messages: "새 메시지가 없습니다.",
 };
 
 /// The language table for `code` (`en`, `en-us`, `ko`…); English when unknown.

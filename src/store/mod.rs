@@ -338,9 +338,11 @@ impl Store {
     /// Notes the caller's recorded message on the call.
     pub async fn voicemail_saved(&self, sid: &str, path: &Path) -> Result<(), StoreError> {
         let (sid, path) = (sid.to_owned(), path.display().to_string());
-        self.run(move |c| c.execute("UPDATE calls SET voicemail = ?2 WHERE call_sid = ?1", params![sid, path]))
-            .await
-            .map(drop)
+        self.run(move |c| {
+            c.execute("UPDATE calls SET voicemail = ?2, waiting = 1 WHERE call_sid = ?1", params![sid, path])
+        })
+        .await
+        .map(drop)
     }
 
     /// Marks a call as waiting to be heard (missed, or a message was left).

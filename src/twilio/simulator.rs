@@ -55,6 +55,12 @@ pub struct SimCall {
     pub token: Option<Option<String>>,
     /// Messages sent right after `start`, as they are (for tests of malformed frames).
     pub extra_messages: Vec<String>,
+    /// The voice webhook's path and query: `/twilio/voice`, or the `Url` a call-out gave Twilio.
+    pub voice_path: String,
+    /// `inbound`, or `outbound-api` for a call the box placed.
+    pub direction: String,
+    /// More webhook parameters (e.g. `AnsweredBy` from answering-machine detection).
+    pub extra_params: Vec<(String, String)>,
 }
 
 impl SimCall {
@@ -72,6 +78,9 @@ impl SimCall {
             linger: Duration::from_secs(2),
             token: None,
             extra_messages: Vec::new(),
+            voice_path: "/twilio/voice".into(),
+            direction: "inbound".into(),
+            extra_params: Vec::new(),
         }
     }
 }
@@ -235,19 +244,20 @@ pub fn speech_ends(audio: &[i16]) -> Vec<usize> {
 /// Runs one simulated call to its end.
 pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let http = reqwest::Client::new();
-    let url = format!("{}/twilio/voice", call.base);
-    let params: Vec<(String, String)> = [
+    let url = format!("{}{}", call.base, call.voice_path);
+    let mut params: Vec<(String, String)> = [
         ("CallSid", call.call_sid.as_str()),
         ("AccountSid", "AC00000000000000000000000000000000"),
         ("From", call.from.as_str()),
         ("To", call.to.as_str()),
         ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
+        ("Direction", call.direction.as_str()),
         ("ApiVersion", "2010-04-01"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    params.extend(call.extra_params.iter().cloned());
     let (status, body) = post_webhook(&http, &url, &call.auth_token, &params).await?;
     let mut result = SimResult { call_sid: call.call_sid.clone(), webhook_status: status, ..SimResult::default() };
     if status != 200 {
@@ -276,7 +286,9 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
         Some(t) => t.clone(),
         None => answer.parameters.iter().find(|(n, _)| n == "token").map(|(_, v)| v.clone()),
     };
-    let mut custom = serde_json::Map::new();
+    // Twilio passes every <Parameter> of the TwiML on in `customParameters`.
+    let mut custom: serde_json::Map<String, serde_json::Value> =
+        answer.parameters.iter().filter(|(n, _)| n != "token").map(|(n, v)| (n.clone(), v.clone().into())).collect();
     if let Some(t) = token {
         custom.insert("token".into(), t.into());
     }

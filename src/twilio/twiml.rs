@@ -67,6 +67,11 @@ pub fn dial(number: &str, caller_id: &str) -> String {
     })
 }
 
+/// `<Hangup/>`: ends the call at once (a call-out that reached an answering machine).
+pub fn hang_up() -> String {
+    document(|w| w.write_event(Event::Empty(BytesStart::new("Hangup"))))
+}
+
 /// `<Response/>`: the empty answer (status callbacks, redirects that need nothing).
 pub fn empty() -> String {
     document(|_| Ok(()))

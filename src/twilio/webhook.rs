@@ -36,6 +36,8 @@ pub struct PhoneState {
     pub validate_signatures: bool,
     pub sessions: SessionContext,
     pub tracker: TaskTracker,
+    /// Call-outs hear what became of their calls.
+    pub callout: crate::callout::CallOut,
 }
 
 impl std::fmt::Debug for PhoneState {
@@ -84,6 +86,11 @@ type Params = Vec<(String, String)>;
 
 fn form(body: &[u8]) -> Params {
     url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The call-out a webhook is about: the box put `?callout=<id>` in the URLs it gave Twilio.
+fn callout_id(uri: &Uri) -> Option<i64> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes()).find(|(k, _)| k == "callout").and_then(|(_, v)| v.parse().ok())
 }
 
 fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
@@ -150,10 +157,27 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
             xml(twiml::reject(reject))
         }
     };
+    let callout = callout_id(&uri);
+    if let (Some(id), Some(answered_by)) = (callout, param(&params, "AnsweredBy")) {
+        if answered_by.starts_with("machine") || answered_by == "fax" {
+            info!(call = %sid, id, answered_by, "call-out reached a machine: hanging up");
+            state.callout.report(id, "machine");
+            state.sessions.registry.end(&sid);
+            if let Err(e) = store.call_ended(sid.as_str(), Outcome::Completed, Some("answered by a machine")).await {
+                warn!(call = %sid, "call log: {e}");
+            }
+            return xml(twiml::hang_up());
+        }
+    }
     match admission {
         Admission::Accept { token } => {
             info!(call = %sid, remote = %mask_phone(remote), ?direction, "answering with a media stream");
-            xml(twiml::connect_stream(&state.stream_url(), &[("token", &token)]))
+            let id = callout.map(|id| id.to_string());
+            let mut parameters = vec![("token", token.as_str())];
+            if let Some(id) = &id {
+                parameters.push(("callout", id));
+            }
+            xml(twiml::connect_stream(&state.stream_url(), &parameters))
         }
         Admission::Busy => refuse(Outcome::Busy, "too many calls at once", twiml::Reject::Busy).await,
         Admission::Blocked => refuse(Outcome::Rejected, "caller not allowed", twiml::Reject::Rejected).await,
@@ -171,6 +195,9 @@ async fn status(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, b
     };
     let call_status = param(&params, "CallStatus").unwrap_or("");
     info!(call = %sid, status = call_status, "status callback");
+    if let Some(id) = callout_id(&uri) {
+        state.callout.report(id, call_status);
+    }
     if let Some(outcome) = Outcome::from_call_status(call_status) {
         state.sessions.registry.terminated(&sid);
         let reason = format!("Twilio reported {call_status}");

@@ -1,0 +1,646 @@
+//! The box itself: what its buttons do, what its LEDs show, and what plays on its speaker.
+//!
+//! - LEDs follow the state bus (one mapping: [`crate::panel::patterns`]).
+//! - Call button: short press calls the contact bound to its slot (or answers a ringing call, or
+//!   hangs up the call in progress); long press starts the emergency chain; double press plays
+//!   waiting messages.
+//! - Talk button: hold to talk to the assistant, offline (VOSK, the same assistant, espeak-ng on the
+//!   speaker); a short press answers a ringing call or plays waiting messages.
+//! - Calls on the box (intercom, ringing) reach it through [`crate::call::intercom`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::assistant::{Action, Assistant, Conversation};
+use crate::audio::device::{FaultReporter, Microphone, Role, Speaker};
+use crate::call::registry::Registry;
+use crate::callout::{CallOut, Update};
+use crate::config::Contact;
+use crate::events::{Activity, StateBus};
+use crate::panel::{ButtonEvent, ButtonRole, Panel, Press};
+use crate::speech::prompts::Language;
+use crate::speech::stt::{Heard, Stt};
+use crate::speech::tts::Tts;
+use crate::store::Store;
+use crate::twilio::media::CallSid;
+use crate::twilio::rest::RestClient;
+
+/// Holding the talk button for less than this is a tap, not speech.
+const MIN_TALK: Duration = Duration::from_millis(300);
+/// How long a failed call-out shows on the call LED.
+const FAILED_SHOWN: Duration = Duration::from_secs(3);
+/// How long the emergency chain waits for one contact.
+const CHAIN_WAIT: Duration = Duration::from_secs(90);
+
+/// Speech for the box's own speaker: recognition, the assistant and TTS.
+#[derive(Clone)]
+pub struct LocalSpeech {
+    pub stt: Stt,
+    pub tts: Arc<Tts>,
+    pub assistant: Arc<Assistant>,
+}
+
+impl std::fmt::Debug for LocalSpeech {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSpeech").finish_non_exhaustive()
+    }
+}
+
+/// How a call-out ended, as far as the person at the box is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Connected,
+    NotAnswered,
+    Queued,
+    Failed,
+}
+
+#[derive(Default)]
+struct Local {
+    /// The incoming call ringing the box, and how to answer it.
+    ringing: Option<(CallSid, oneshot::Sender<()>)>,
+    /// The call on the speaker and microphone.
+    in_call: Option<CallSid>,
+    /// The call-out being placed: its id and, once Twilio took it, its SID.
+    dialing: Option<(i64, Option<String>)>,
+    /// Push-to-talk in progress: when it started, and how to stop recording.
+    talking: Option<(Instant, oneshot::Sender<()>, tokio::task::JoinHandle<Vec<i16>>)>,
+    chain: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The appliance. Cheap to clone.
+#[derive(Clone)]
+pub struct Appliance {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    panel: Arc<dyn Panel>,
+    bus: StateBus,
+    speaker: Speaker,
+    mic: Microphone,
+    callout: CallOut,
+    contacts: Vec<Contact>,
+    speech: Option<LocalSpeech>,
+    language: &'static Language,
+    store: Store,
+    registry: Arc<Registry>,
+    rest: Option<RestClient>,
+    local: Mutex<Local>,
+}
+
+impl std::fmt::Debug for Appliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appliance").field("panel", &self.inner.panel).finish_non_exhaustive()
+    }
+}
+
+/// Everything the appliance is built from.
+pub struct Parts {
+    pub panel: Arc<dyn Panel>,
+    pub bus: StateBus,
+    pub capture: String,
+    pub playback: String,
+    pub sample_rate: u32,
+    pub callout: CallOut,
+    pub contacts: Vec<Contact>,
+    pub speech: Option<LocalSpeech>,
+    pub language: &'static Language,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub rest: Option<RestClient>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts").finish_non_exhaustive()
+    }
+}
+
+/// Faults of the two audio devices, shown as one on the bus.
+fn fault_reporter(bus: StateBus) -> FaultReporter {
+    let faults: Mutex<[Option<String>; 2]> = Mutex::default();
+    Arc::new(move |role, fault| {
+        let mut faults = faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = &mut faults[usize::from(role == Role::Playback)];
+        if *slot != fault {
+            match &fault {
+                Some(f) => warn!("audio device trouble: {f}"),
+                None if slot.is_some() => info!("{role} device is back"),
+                None => {}
+            }
+            *slot = fault;
+        }
+        let shown = faults.iter().flatten().next().cloned();
+        bus.set_fault(shown);
+    })
+}
+
+impl Appliance {
+    /// Opens the audio devices and starts the panel's tasks.
+    pub fn start(parts: Parts, shutdown: &CancellationToken, tracker: &TaskTracker) -> Self {
+        let faults = fault_reporter(parts.bus.clone());
+        let speaker = Speaker::start(&parts.playback, parts.sample_rate, faults.clone());
+        let mic = Microphone::start(&parts.capture, parts.sample_rate, faults);
+        let appliance = Self {
+            inner: Arc::new(Inner {
+                panel: parts.panel,
+                bus: parts.bus,
+                speaker,
+                mic,
+                callout: parts.callout,
+                contacts: parts.contacts,
+                speech: parts.speech,
+                language: parts.language,
+                store: parts.store,
+                registry: parts.registry,
+                rest: parts.rest,
+                local: Mutex::default(),
+            }),
+        };
+        info!(board = appliance.inner.panel.board(), "panel ready");
+        tracker.spawn(appliance.clone().show_state(shutdown.clone()));
+        tracker.spawn(appliance.clone().handle_buttons(shutdown.clone()));
+        appliance
+    }
+
+    pub fn speaker(&self) -> &Speaker {
+        &self.inner.speaker
+    }
+
+    pub fn mic(&self) -> &Microphone {
+        &self.inner.mic
+    }
+
+    pub fn callout(&self) -> &CallOut {
+        &self.inner.callout
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// LEDs off, devices closed, pins released.
+    pub fn shutdown(&self) {
+        self.inner.panel.shutdown();
+        self.inner.speaker.shutdown();
+        self.inner.mic.shutdown();
+    }
+
+    /// Keeps the LEDs in step with the state bus, and the count of waiting messages fresh.
+    async fn show_state(self, shutdown: CancellationToken) {
+        let mut watch = self.inner.bus.watch();
+        let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let snapshot = watch.borrow_and_update().clone();
+            for (role, pattern) in crate::panel::patterns(&snapshot) {
+                self.inner.panel.set_led(role, pattern);
+            }
+            tokio::select! {
+                changed = watch.changed() => if changed.is_err() { return },
+                _ = refresh.tick() => {
+                    if let Ok(waiting) = self.inner.store.waiting_calls().await {
+                        self.inner.bus.set_waiting(waiting.len() as u32);
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    self.shutdown();
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle_buttons(self, shutdown: CancellationToken) {
+        let mut events = self.inner.panel.events();
+        let buttons = self.inner.panel.buttons();
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!("{n} button events were missed");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let Some((_, role, slot)) = buttons.iter().find(|(name, _, _)| *name == event.button) else { continue };
+            self.on_button(&event, *role, *slot);
+        }
+    }
+
+    fn on_button(&self, event: &ButtonEvent, role: ButtonRole, slot: Option<u8>) {
+        let this = self.clone();
+        match (role, event.press) {
+            (ButtonRole::Call, Press::Short) => {
+                if self.answer() {
+                    return;
+                }
+                if self.hang_up_current() {
+                    return;
+                }
+                let contact = self.inner.contacts.iter().find(|c| c.button.is_some() && c.button == slot).cloned();
+                tokio::spawn(async move {
+                    match contact {
+                        Some(contact) => {
+                            this.call_contact(&contact, false).await;
+                        }
+                        None => this.say(this.inner.language.no_contact).await,
+                    }
+                });
+            }
+            (ButtonRole::Call, Press::Long) => {
+                let chain = tokio::spawn(async move { this.emergency_chain().await });
+                if let Some(previous) = self.local().chain.replace(chain) {
+                    previous.abort();
+                }
+            }
+            (ButtonRole::Call, Press::Double) => {
+                tokio::spawn(async move { this.play_messages().await });
+            }
+            (ButtonRole::Talk, Press::Down) => self.start_talking(),
+            (ButtonRole::Talk, Press::Up) => {
+                tokio::spawn(async move { this.stop_talking().await });
+            }
+            (ButtonRole::Talk, Press::Short) => {
+                if !self.answer() && self.inner.bus.snapshot().waiting > 0 {
+                    tokio::spawn(async move { this.play_messages().await });
+                }
+            }
+            (ButtonRole::Talk, Press::Long | Press::Double) | (ButtonRole::Call, Press::Down | Press::Up) => {}
+        }
+    }
+
+    /// Speaks `text` on the speaker and waits until it has been heard.
+    pub async fn say(&self, text: &str) {
+        info!("box says on its speaker: {text:?}");
+        let Some(speech) = &self.inner.speech else { return };
+        let audio = speech.tts.render(text).await;
+        self.inner.bus.set_activity(Activity::Speaking);
+        self.play_and_wait(&audio).await;
+        self.inner.bus.end_activity(Activity::Speaking);
+    }
+
+    async fn play_and_wait(&self, audio: &[i16]) {
+        self.inner.speaker.play(audio);
+        let length = Duration::from_secs_f64(audio.len() as f64 / 16000.0);
+        self.inner.speaker.finished(length + Duration::from_secs(2)).await;
+    }
+
+    /// Places a call to `contact` and follows it until it connects, fails or is queued.
+    pub async fn call_contact(&self, contact: &Contact, emergency: bool) -> Outcome {
+        let language = self.inner.language;
+        let mut updates = self.inner.callout.updates();
+        self.inner.bus.set_activity(Activity::Dialing);
+        let id = match self.inner.callout.request(contact, emergency).await {
+            Ok(id) => id,
+            Err(e) => {
+                warn!("cannot call {}: {e}", contact.name);
+                self.show_failed();
+                self.say(language.not_configured).await;
+                return Outcome::Failed;
+            }
+        };
+        self.local().dialing = Some((id, None));
+        let outcome = tokio::time::timeout(CHAIN_WAIT, async {
+            loop {
+                let update = match updates.recv().await {
+                    Ok(update) => update,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return Outcome::Failed,
+                };
+                match update {
+                    Update::Queued { id: i } if i == id => return Outcome::Queued,
+                    Update::Placed { id: i, call_sid } if i == id => {
+                        self.local().dialing = Some((id, Some(call_sid)));
+                        self.inner.bus.set_activity(Activity::RingingOut);
+                    }
+                    Update::Failed { id: i, .. } if i == id => return Outcome::Failed,
+                    Update::Progress { id: i, status } if i == id => match status.as_str() {
+                        "connected" => return Outcome::Connected,
+                        "ringing" | "initiated" | "in-progress" | "answered" | "queued" => {}
+                        _ => return Outcome::NotAnswered,
+                    },
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(Outcome::NotAnswered);
+        let cancelled = {
+            let mut local = self.local();
+            let ours = local.dialing.as_ref().is_some_and(|(i, _)| *i == id);
+            let sid = if ours { local.dialing.take().and_then(|(_, sid)| sid) } else { None };
+            (outcome == Outcome::NotAnswered).then_some(sid).flatten()
+        };
+        info!(contact = %contact.name, ?outcome, "call-out");
+        match outcome {
+            Outcome::Connected => {}
+            Outcome::Queued => {
+                self.inner.bus.end_activity(Activity::Dialing);
+                self.say(&language.offline_queued.replace("{name}", &contact.name)).await;
+            }
+            Outcome::NotAnswered => {
+                if let (Some(sid), Some(rest)) = (cancelled, &self.inner.rest) {
+                    // Stop it ringing on (a timeout): the next contact is being called.
+                    if let Ok(sid) = CallSid::parse(&sid) {
+                        let _ = rest.hang_up(&sid).await;
+                    }
+                }
+                self.show_failed();
+                self.say(&language.no_answer.replace("{name}", &contact.name)).await;
+            }
+            Outcome::Failed => {
+                self.show_failed();
+                self.say(&language.call_failed.replace("{name}", &contact.name)).await;
+            }
+        }
+        outcome
+    }
+
+    fn show_failed(&self) {
+        let bus = self.inner.bus.clone();
+        bus.set_activity(Activity::CallFailed);
+        tokio::spawn(async move {
+            tokio::time::sleep(FAILED_SHOWN).await;
+            bus.end_activity(Activity::CallFailed);
+        });
+    }
+
+    /// Long press: calls the emergency contacts (all contacts if none is marked) in order until a
+    /// person answers; answering machines are skipped (Twilio's detection).
+    async fn emergency_chain(&self) {
+        let language = self.inner.language;
+        let marked: Vec<Contact> = self.inner.contacts.iter().filter(|c| c.emergency).cloned().collect();
+        let chain = if marked.is_empty() { self.inner.contacts.clone() } else { marked };
+        info!(contacts = chain.len(), "emergency chain started");
+        self.say(language.emergency).await;
+        for contact in &chain {
+            self.say(&language.calling.replace("{name}", &contact.name)).await;
+            match self.call_contact(contact, true).await {
+                Outcome::Connected | Outcome::Queued => return,
+                Outcome::NotAnswered | Outcome::Failed => {}
+            }
+        }
+        self.say(language.nobody_answered).await;
+    }
+
+    /// Answers the call ringing the box, if there is one.
+    fn answer(&self) -> bool {
+        let Some((sid, answer)) = self.local().ringing.take() else { return false };
+        info!(call = %sid, "answered on the box");
+        self.inner.speaker.stop_playing();
+        let _ = answer.send(());
+        true
+    }
+
+    /// Hangs up the call on the box, or cancels the call-out being placed.
+    fn hang_up_current(&self) -> bool {
+        let (in_call, dialing) = {
+            let local = self.local();
+            (local.in_call.clone(), local.dialing.clone())
+        };
+        let rest = self.inner.rest.clone();
+        if let Some(sid) = in_call {
+            info!(call = %sid, "hung up on the box");
+            self.inner.registry.hang_up(&sid);
+            return true;
+        }
+        if let Some((id, sid)) = dialing {
+            info!(id, "call-out cancelled on the box");
+            if let (Some(rest), Some(Ok(sid))) = (rest, sid.as_deref().map(CallSid::parse)) {
+                tokio::spawn(async move {
+                    if let Err(e) = rest.hang_up(&sid).await {
+                        warn!(call = %sid, "cancelling the call-out: {e}");
+                    }
+                });
+            }
+            self.local().dialing = None;
+            self.inner.bus.end_activity(Activity::Dialing);
+            self.inner.bus.end_activity(Activity::RingingOut);
+            return true;
+        }
+        false
+    }
+
+    /// An incoming call rings the box: ring tone on the speaker, ringing LED. The receiver fires when
+    /// someone presses a button to answer.
+    pub fn ring(&self, sid: &CallSid) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.local().ringing = Some((sid.clone(), tx));
+        self.inner.bus.set_activity(Activity::Ringing);
+        info!(call = %sid, "ringing the box");
+        let this = self.clone();
+        let sid = sid.clone();
+        tokio::spawn(async move {
+            let tone = ring_tone();
+            while this.local().ringing.as_ref().is_some_and(|(s, _)| *s == sid) {
+                if !this.inner.speaker.is_playing() {
+                    this.inner.speaker.play(&tone);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        rx
+    }
+
+    /// The ringing stopped without an answer (timeout, or the caller hung up): a missed call.
+    pub fn ring_over(&self, sid: &CallSid) {
+        let mut local = self.local();
+        if local.ringing.as_ref().is_some_and(|(s, _)| s == sid) {
+            local.ringing = None;
+            drop(local);
+            self.inner.speaker.stop_playing();
+            self.inner.bus.end_activity(Activity::Ringing);
+            let (store, sid) = (self.inner.store.clone(), sid.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.mark_waiting(sid.as_str()).await {
+                    warn!(call = %sid, "missed call not noted: {e}");
+                }
+            });
+        }
+    }
+
+    /// A call's audio now runs through the speaker and microphone.
+    pub fn connected(&self, sid: &CallSid, callout: Option<i64>) {
+        {
+            let mut local = self.local();
+            local.in_call = Some(sid.clone());
+            if local.dialing.as_ref().is_some_and(|(id, _)| Some(*id) == callout) {
+                local.dialing = None;
+            }
+        }
+        if let Some(id) = callout {
+            self.inner.callout.report(id, "connected");
+        }
+        self.inner.speaker.stop_playing();
+        self.inner.speaker.set_streaming(true);
+        self.inner.bus.set_activity(Activity::InCall);
+        info!(call = %sid, "call on the box's speaker and microphone");
+    }
+
+    pub fn disconnected(&self, sid: &CallSid) {
+        let mut local = self.local();
+        if local.in_call.as_ref() == Some(sid) {
+            local.in_call = None;
+            drop(local);
+            self.inner.speaker.set_streaming(false);
+            self.inner.bus.end_activity(Activity::InCall);
+            info!(call = %sid, "call off the box");
+        }
+    }
+
+    /// Talk button down: record until it comes up.
+    fn start_talking(&self) {
+        if self.inner.speech.is_none() {
+            warn!("push-to-talk needs speech (espeak-ng and a model)");
+            return;
+        }
+        let mut local = self.local();
+        if local.talking.is_some() || local.in_call.is_some() || local.ringing.is_some() {
+            return;
+        }
+        let mut frames = self.inner.mic.listen(None);
+        let (stop_tx, mut stop) = oneshot::channel();
+        let recording = tokio::spawn(async move {
+            let mut audio = Vec::with_capacity(16000 * 10);
+            loop {
+                tokio::select! {
+                    frame = frames.recv() => match frame {
+                        Some(frame) => audio.extend_from_slice(&frame[..]),
+                        None => break,
+                    },
+                    _ = &mut stop => break,
+                }
+            }
+            audio
+        });
+        local.talking = Some((Instant::now(), stop_tx, recording));
+        drop(local);
+        self.inner.speaker.stop_playing();
+        self.inner.bus.set_activity(Activity::Listening);
+    }
+
+    /// Talk button up: recognise what was said, answer it on the speaker (or place the call).
+    async fn stop_talking(&self) {
+        let Some((started, stop, recording)) = self.local().talking.take() else { return };
+        let _ = stop.send(());
+        let audio = recording.await.unwrap_or_default();
+        self.inner.bus.end_activity(Activity::Listening);
+        if started.elapsed() < MIN_TALK {
+            return;
+        }
+        let Some(speech) = self.inner.speech.clone() else { return };
+        let heard = recognise(&speech.stt, audio).await;
+        info!(heard = %heard, "push-to-talk");
+        let reply = if heard.trim().is_empty() {
+            speech.assistant.fallback()
+        } else {
+            speech.assistant.understand(&heard, &Conversation::default()).unwrap_or_else(|| speech.assistant.fallback())
+        };
+        self.say(&reply.text).await;
+        if let Action::Call(name) = &reply.action {
+            match self.inner.contacts.iter().find(|c| &c.name == name).cloned() {
+                Some(contact) => {
+                    self.call_contact(&contact, false).await;
+                }
+                None => self.say(self.inner.language.no_contact).await,
+            }
+        }
+    }
+
+    /// Plays missed calls and voicemails, oldest first, then marks them heard.
+    pub async fn play_messages(&self) {
+        let waiting = match self.inner.store.waiting_calls().await {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                warn!("messages: {e}");
+                return;
+            }
+        };
+        let language = self.inner.language;
+        if waiting.is_empty() {
+            self.say(language.no_messages).await;
+            return;
+        }
+        for call in &waiting {
+            let digits: Vec<char> = call.from_number.chars().filter(char::is_ascii_digit).collect();
+            let last4: String = digits[digits.len().saturating_sub(4)..].iter().collect();
+            let message =
+                call.voicemail.as_ref().and_then(|path| match crate::audio::wav::read(std::path::Path::new(path)) {
+                    Ok(wav) => Some(crate::audio::resample::convert(&wav.samples, wav.rate, 16000)),
+                    Err(e) => {
+                        warn!(call = %call.call_sid, "voicemail {path} cannot be played: {e}");
+                        None
+                    }
+                });
+            match message {
+                Some(audio) => {
+                    self.say(&language.message_from.replace("{last4}", &last4)).await;
+                    self.inner.bus.set_activity(Activity::Speaking);
+                    self.play_and_wait(&audio).await;
+                    self.inner.bus.end_activity(Activity::Speaking);
+                }
+                None => self.say(&language.missed_from.replace("{last4}", &last4)).await,
+            }
+        }
+        let sids = waiting.into_iter().map(|c| c.call_sid).collect();
+        if let Err(e) = self.inner.store.mark_heard(sids).await {
+            warn!("messages not marked heard: {e}");
+        }
+        self.inner.bus.set_waiting(0);
+    }
+}
+
+/// Runs a recording through a recognizer (off the runtime) and returns the final text.
+async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
+    let Some(lease) = stt.lease() else {
+        warn!("push-to-talk: no recognizer (the model is not loaded)");
+        return String::new();
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut frame = [0i16; 320];
+        for chunk in audio.chunks(320) {
+            frame.fill(0);
+            frame[..chunk.len()].copy_from_slice(chunk);
+            lease.feed_blocking(&frame);
+        }
+        lease.finish();
+        loop {
+            match lease.wait(Duration::from_secs(30)) {
+                Some(Heard::Final { text, .. }) => return text,
+                Some(Heard::Partial(_)) => {}
+                None => return String::new(),
+            }
+        }
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// A friendly two-note ring, 1.2 s of sound then 1.8 s of quiet, at 16 kHz.
+pub fn ring_tone() -> Vec<i16> {
+    let note = |freq: f32, ms: usize| -> Vec<i16> {
+        let n = 16 * ms;
+        (0..n)
+            .map(|i| {
+                let fade = ((i.min(n - i) as f32) / 160.0).min(1.0);
+                (6000.0 * fade * (2.0 * std::f32::consts::PI * freq * i as f32 / 16000.0).sin()) as i16
+            })
+            .collect()
+    };
+    let mut tone = Vec::new();
+    for _ in 0..2 {
+        tone.extend(note(880.0, 300));
+        tone.extend(note(660.0, 300));
+    }
+    tone.extend(std::iter::repeat_n(0, 16 * 1800));
+    tone
+}
