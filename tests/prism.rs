@@ -3,59 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use common::{ACCOUNT_SID, AUTH_TOKEN};
 use voca::config::E164;
 use voca::twilio::rest::{CallFilter, NewCall, NumberWebhooks, RestClient};
-
-struct Prism {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spec() -> PathBuf {
-    std::env::var_os("VOCA_TWILIO_SPEC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join("../shared/twilio-oai/twilio_api_v2010.arrays-explode.json"))
-}
-
-/// Starts `prism mock` (installed by `make test` under .cache/prism) on a free loopback port.
-fn start_prism() -> Prism {
-    let bin = common::repo().join(".cache/prism/node_modules/.bin/prism");
-    assert!(bin.exists(), "{} is missing: `make test` installs it (npm @stoplight/prism-cli)", bin.display());
-    assert!(spec().exists(), "Twilio's spec is missing at {} (set VOCA_TWILIO_SPEC)", spec().display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = Command::new(bin)
-        .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .arg(spec())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prism");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("Prism is listening") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let prism = Prism { child, base: format!("http://127.0.0.1:{port}") };
-    rx.recv_timeout(Duration::from_secs(120)).expect("prism started within two minutes");
-    prism
-}
 
 fn client(base: &str) -> RestClient {
     common::rest_client(base)
@@ -63,7 +13,7 @@ fn client(base: &str) -> RestClient {
 
 #[tokio::test]
 async fn every_request_the_box_makes_matches_twilios_spec() {
-    let prism = start_prism();
+    let prism = common::start_prism();
     let c = client(&prism.base);
 
     let account = c.account().await.expect("GET Accounts/{AC}.json");

