@@ -327,13 +327,10 @@ async fn a_long_press_calls_for_help_skipping_an_answering_machine() {
     assert_eq!(form.get("MachineDetection").map(String::as_str), Some("Enable"), "voicemail is detected and skipped");
 
     // Alice's voicemail picks up: the box hangs up on it and calls Bob.
-    let mut machine = SimCall::new(&rig.base, Some(AUTH_TOKEN));
-    machine.voice_path = form["Url"].strip_prefix(&rig.base).expect("box URL").to_owned();
-    machine.direction = "outbound-api".into();
-    machine.extra_params = vec![("AnsweredBy".into(), "machine_start".into())];
-    let http = reqwest::Client::new();
+    let voice_path = form["Url"].strip_prefix(&rig.base).expect("box URL").to_owned();
+    let call_sid = simulator::random_sid("CA");
     let params: Vec<(String, String)> = [
-        ("CallSid", machine.call_sid.as_str()),
+        ("CallSid", call_sid.as_str()),
         ("From", NUMBER),
         ("To", "+15557654321"),
         ("Direction", "outbound-api"),
@@ -342,7 +339,8 @@ async fn a_long_press_calls_for_help_skipping_an_answering_machine() {
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
-    let url = format!("{}{}", rig.base, machine.voice_path);
+    let url = format!("{}{voice_path}", rig.base);
+    let http = reqwest::Client::new();
     let (status, twiml) =
         simulator::post_webhook(&http, &url, &Some(AUTH_TOKEN.into()), &params).await.expect("webhook");
     assert_eq!(status, 200);
@@ -417,14 +415,10 @@ async fn an_unanswered_ring_goes_to_voicemail_which_the_box_then_plays() {
     watcher.abort();
     let played = &rig.speaker()[before.min(rig.speaker().len())..];
     assert!(contains_tone(played, 700.0, RATE), "the voicemail played on the speaker");
-    let seen = leds.lock().expect("leds");
-    let missed: Vec<&str> = seen.iter().map(|l| l["missed"].as_str().unwrap_or("?")).collect();
-    assert!(
-        is_subsequence(&["off", "solid", "off"], &missed.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()),
-        "{missed:?}"
-    );
+    let seen = leds.lock().expect("leds").clone();
+    let missed: Vec<String> = seen.iter().map(|l| l["missed"].as_str().unwrap_or("?").to_owned()).collect();
+    assert!(is_subsequence(&["off", "solid", "off"], &missed), "{missed:?}");
     assert!(is_subsequence(&["fast_blink", "off"], &call_led(&seen)), "rang, then stopped: {:?}", call_led(&seen));
-    drop(seen);
     running.stop().await.expect("stop");
 }
 
