@@ -45,6 +45,13 @@ struct Health {
     uptime_seconds: u64,
     /// `loading`, `ready`, `failed` or `off`.
     speech: &'static str,
+    /// What the box is busy with, and how many missed calls and voicemails wait to be heard.
+    activity: crate::events::Activity,
+    waiting: u32,
+    /// The public URL (while the tunnel is up), why the tunnel last went down, Twilio's API reachable.
+    network: crate::events::Network,
+    /// Something needing attention (e.g. an audio device is missing).
+    fault: Option<String>,
     calls: Vec<CallSummary>,
 }
 
@@ -58,9 +65,14 @@ pub fn finish(router: Router) -> Router {
 }
 
 async fn healthz(State(status): State<Status>) -> Json<Health> {
+    let snapshot = status.state.snapshot();
     Json(Health {
         status: "ok",
-        state: status.state.current(),
+        state: snapshot.state,
+        activity: snapshot.activity,
+        waiting: snapshot.waiting,
+        network: snapshot.network,
+        fault: snapshot.fault,
         name: status.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: status.started.elapsed().as_secs(),

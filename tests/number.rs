@@ -129,3 +129,38 @@ async fn an_external_box_sets_its_number_up_and_takes_calls_at_its_public_url() 
     assert!(r.marks_echoed.contains(&"dtmf-4".to_owned()), "{:?}", r.marks_echoed);
     running.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn each_new_tunnel_url_is_put_on_the_number() {
+    let (api, state) = stub(&[("VoiceUrl", "https://old.example.com/voice")]).await;
+    let bus = voca::events::StateBus::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(voca::tunnel::keep_number_pointed(
+        client(&api),
+        NUMBER.parse().expect("e164"),
+        None,
+        false,
+        bus.clone(),
+        Duration::from_millis(100),
+        shutdown.clone(),
+    ));
+    let voice_url = || state.lock().expect("lock").fields.get("VoiceUrl").cloned().unwrap_or_default();
+    for host in ["first-1a2b.ngrok-free.app", "second-3c4d.ngrok-free.app"] {
+        bus.update(|s| s.network.public_url = Some(format!("https://{host}/")));
+        let wanted = format!("https://{host}/twilio/voice");
+        for _ in 0..100 {
+            if voice_url() == wanted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(voice_url(), wanted, "the number follows the tunnel");
+    }
+    // The tunnel goes down: the number is left as it was (Twilio's fallback URL covers the gap).
+    bus.update(|s| s.network.public_url = None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(voice_url(), "https://second-3c4d.ngrok-free.app/twilio/voice");
+    assert_eq!(state.lock().expect("lock").posts.len(), 2, "one update per new URL");
+    shutdown.cancel();
+    task.await.expect("stops");
+}

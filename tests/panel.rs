@@ -350,6 +350,52 @@ async fn a_long_press_calls_for_help_skipping_an_answering_machine() {
     running.stop().await.expect("stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_speaker_is_shown_and_picked_up_when_it_appears_while_calls_go_on() {
+    // The speaker is a USB device that is not plugged in: ALSA does not know it yet.
+    let rig = Rig::new(&vec![0; 16000 * 30]).await;
+    let mut config = rig.config("[calls]\nanswer = \"tones\"\n");
+    config.device.playback = "voca_usb_speaker".into();
+    let running = voca::app::start(config).await.expect("box starts");
+    let mut watch = running.state.watch();
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|s| s.fault.is_some()))
+        .await
+        .expect("the missing speaker is reported")
+        .expect("bus");
+    let fault = running.state.snapshot().fault.expect("fault");
+    assert!(fault.contains("voca_usb_speaker"), "the fault names the device: {fault}");
+    let (leds, watcher) = rig.watch_leds().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(leds.lock().expect("leds").last().expect("leds")["status"], "fast_blink");
+
+    // Phone calls keep working meanwhile.
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.audio = vec![0; 8000];
+    call.dtmf = vec![(Duration::from_millis(300), '#')];
+    let result = simulator::run(&call).await.expect("call");
+    assert!(result.frames_received > 10 && result.closed_by_box, "{result:?}");
+
+    // It is plugged in: ALSA's configuration gains the device (libasound rereads a changed
+    // configuration on the next open), the box picks it up and the status LED recovers.
+    let conf = rig.dir.path().join("asound.conf");
+    let mut text = std::fs::read_to_string(&conf).expect("asound.conf");
+    text.push_str(&format!(
+        "pcm.voca_usb_speaker {{ type file slave.pcm \"null\" file \"{}\" format \"raw\" }}\n",
+        rig.dir.path().join("usb-speaker.raw").display()
+    ));
+    std::fs::write(&conf, text).expect("plug in");
+    tokio::time::timeout(Duration::from_secs(15), watch.wait_for(|s| s.fault.is_none()))
+        .await
+        .expect("the speaker is picked up again")
+        .expect("bus");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    watcher.abort();
+    assert_ne!(leds.lock().expect("leds").last().expect("leds")["status"], "fast_blink");
+    let written = std::fs::metadata(rig.dir.path().join("usb-speaker.raw")).map_or(0, |m| m.len());
+    assert!(written > 0, "the speaker thread writes to the new device");
+    running.stop().await.expect("stop");
+}
+
 /// espeak-ng saying `text` in Korean, at 16 kHz.
 fn say(text: &str) -> Vec<i16> {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -239,9 +239,8 @@ impl Speaker {
         while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
             match open(name, Role::Playback, rate) {
                 Ok((pcm, negotiated)) => {
-                    faults(Role::Playback, None);
                     pause = REOPEN_FIRST;
-                    if let Err(e) = self.play_on(&pcm, negotiated.rate) {
+                    if let Err(e) = self.play_on(&pcm, negotiated.rate, faults) {
                         tracing::warn!("speaker {name:?}: {e}; reopening");
                         faults(Role::Playback, Some(format!("speaker {name:?}: {e}")));
                     }
@@ -257,7 +256,9 @@ impl Speaker {
     }
 
     /// Writes periods until the device fails (returned) or the speaker stops (Ok).
-    fn play_on(&self, pcm: &PCM, device_rate: u32) -> Result<(), alsa::Error> {
+    /// The fault is cleared once a period has actually been written (opening can succeed on a device
+    /// that then fails at once).
+    fn play_on(&self, pcm: &PCM, device_rate: u32, faults: &FaultReporter) -> Result<(), alsa::Error> {
         let io = pcm.io_i16()?;
         let mut convert = crate::audio::resample::Converter::new(crate::speech::tts::BOX_RATE, device_rate);
         let mut period = [0i16; FRAME_LEN];
@@ -272,6 +273,9 @@ impl Speaker {
                     // Underrun or suspend: recover and carry on; anything else means the device is gone.
                     Err(e) => pcm.try_recover(e, true)?,
                 }
+            }
+            if clock.frames == 0 {
+                faults(Role::Playback, None);
             }
             clock.tick();
         }
@@ -375,9 +379,8 @@ impl Microphone {
         while self.wait_for_listeners() {
             match open(name, Role::Capture, rate) {
                 Ok((pcm, negotiated)) => {
-                    faults(Role::Capture, None);
                     pause = REOPEN_FIRST;
-                    if let Err(e) = self.capture_from(&pcm, negotiated) {
+                    if let Err(e) = self.capture_from(&pcm, negotiated, faults) {
                         tracing::warn!("microphone {name:?}: {e}; reopening");
                         faults(Role::Capture, Some(format!("microphone {name:?}: {e}")));
                     }
@@ -392,7 +395,7 @@ impl Microphone {
     }
 
     /// Captures while anyone listens (Ok once nobody does) or until the device fails.
-    fn capture_from(&self, pcm: &PCM, negotiated: Negotiated) -> Result<(), alsa::Error> {
+    fn capture_from(&self, pcm: &PCM, negotiated: Negotiated, faults: &FaultReporter) -> Result<(), alsa::Error> {
         let io = pcm.io_i16()?;
         pcm.start().or_else(|e| pcm.try_recover(e, true))?;
         let mut convert = crate::audio::resample::Converter::new(negotiated.rate, crate::speech::tts::BOX_RATE);
@@ -412,6 +415,9 @@ impl Microphone {
                 pending.extend_from_slice(&period[..n]);
             } else {
                 pending.extend(convert.push(&period[..n]));
+            }
+            if clock.frames == 0 {
+                faults(Role::Capture, None);
             }
             while pending.len() >= FRAME_LEN {
                 frame.copy_from_slice(&pending[..FRAME_LEN]);
