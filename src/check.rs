@@ -297,8 +297,20 @@ fn panel_check(config: &Config) -> Outcome {
     if config.device.is_simulated() {
         return Outcome::pass("panel", "simulated board (no GPIO needed)");
     }
+    let profile = match crate::panel::board::Profile::load(&config.device.board) {
+        Ok(profile) => profile,
+        Err(e) => {
+            return Outcome::fail(
+                "panel",
+                format!("{e:#}"),
+                "use a shipped profile (pi-generic, respeaker-2mic), a profile file, or \"sim\"",
+            )
+        }
+    };
     match rppal::gpio::Gpio::new() {
-        Ok(_) => Outcome::pass("panel", format!("GPIO available for board \"{}\"", config.device.board)),
+        Ok(_) => {
+            Outcome::pass("panel", format!("GPIO available for board \"{}\" ({})", profile.name, profile.description))
+        }
         Err(e) => Outcome::fail(
             "panel",
             format!("GPIO unavailable for board \"{}\": {e}", config.device.board),

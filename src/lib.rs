@@ -3,13 +3,16 @@
 //! Module map (see DESIGN.md for the whole picture):
 //! - [`config`]: typed configuration from defaults, one TOML file and the environment.
 //! - [`telemetry`]: logging set-up (plain lines under systemd, RUST_LOG honoured).
-//! - [`events`]: the device state everything else shows (LEDs, status page).
+//! - [`events`]: the state snapshot everything else shows (LEDs, status page).
 //! - [`app`]: wiring and orderly shutdown of `voca run`.
 //! - [`web`]: the HTTP server loop and the LAN routes (`/healthz`).
 //! - [`twilio`]: signatures, TwiML, Media Streams wire types, webhook routes, REST client, simulator.
 //! - [`call`]: active calls, one session per Media Stream, responders.
 //! - [`assistant`]: offline intents and skills, optional LLM.
-//! - [`store`]: the SQLite call log.
+//! - [`store`]: the SQLite call log, call-out queue and sync cursor.
+//! - [`tunnel`]: reaching Twilio from behind NAT (ngrok, external URL), the connectivity monitor.
+//! - [`callout`]: durable call-outs; [`sync`]: calls missed while offline.
+//! - [`panel`]: LEDs and buttons (GPIO or simulated); [`appliance`]: what they do on the box.
 //! - [`speech`]: VOSK models and recognizer workers, the espeak-ng TTS thread, prompts per language.
 //! - [`audio`]: G.711, resampling, pacing, VAD, WAV files, ALSA devices.
 //! - [`check`]: `voca check`, the doctor-style self-test.
