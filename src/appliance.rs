@@ -430,6 +430,12 @@ impl Appliance {
         false
     }
 
+    /// Whether a new call can ring the box (nothing else is on its speaker or ringing).
+    pub fn can_ring(&self) -> bool {
+        let local = self.local();
+        local.ringing.is_none() && local.in_call.is_none() && local.talking.is_none()
+    }
+
     /// An incoming call rings the box: ring tone on the speaker, ringing LED. The receiver fires when
     /// someone presses a button to answer.
     pub fn ring(&self, sid: &CallSid) -> oneshot::Receiver<()> {
@@ -540,10 +546,16 @@ impl Appliance {
         let Some(speech) = self.inner.speech.clone() else { return };
         let heard = recognise(&speech.stt, audio).await;
         info!(heard = %heard, "push-to-talk");
+        self.answer_heard(&heard).await;
+    }
+
+    /// Answers what the person at the box said, on the speaker; "call Alice" places the call.
+    pub async fn answer_heard(&self, heard: &str) {
+        let Some(speech) = self.inner.speech.clone() else { return };
         let reply = if heard.trim().is_empty() {
             speech.assistant.fallback()
         } else {
-            speech.assistant.understand(&heard, &Conversation::default()).unwrap_or_else(|| speech.assistant.fallback())
+            speech.assistant.understand(heard, &Conversation::default()).unwrap_or_else(|| speech.assistant.fallback())
         };
         self.say(&reply.text).await;
         if let Action::Call(name) = &reply.action {

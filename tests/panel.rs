@@ -396,6 +396,29 @@ async fn a_missing_speaker_is_shown_and_picked_up_when_it_appears_while_calls_go
     running.stop().await.expect("stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saying_call_alice_to_the_box_places_the_call() {
+    let rig = Rig::new(&vec![0; 16000 * 30]).await;
+    let extra = "[calls]\nanswer = \"assistant\"\n";
+    let mut config = rig.config(extra);
+    config.speech.language = "en".into();
+    config.speech.voice = "en-us".into();
+    config.speech.grammar = false;
+    let running = voca::app::start(config).await.expect("box starts");
+    wait_ready(&running).await;
+    let before = rig.speaker().len();
+    // (It then follows the call until it connects or fails: not waited for here.)
+    let appliance = running.appliance.clone();
+    tokio::spawn(async move { appliance.answer_heard("please call alice").await });
+    let sent = rig.wait_for_request(|s| s.method == "POST" && s.path.ends_with("/Calls.json")).await;
+    assert_eq!(sent.status, 201, "{}", sent.answer);
+    assert!(sent.body.contains("To=%2B15557654321"), "{}", sent.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let said = &rig.speaker()[before..];
+    assert!(said.chunks(1600).filter(|w| rms(w) > 500.0).count() >= 5, "\"Calling Alice\" on the speaker");
+    running.stop().await.expect("stop");
+}
+
 /// espeak-ng saying `text` in Korean, at 16 kHz.
 fn say(text: &str) -> Vec<i16> {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -432,3 +432,48 @@ impl Microphone {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn speaker() -> Speaker {
+        Speaker { queue: Default::default(), stop: Default::default() }
+    }
+
+    #[test]
+    fn intercom_playback_primes_two_frames_and_never_builds_up_delay() {
+        let s = speaker();
+        s.set_streaming(true);
+        let mut period = [0i16; FRAME_LEN];
+        s.push_frame(&[1; FRAME_LEN]);
+        s.next_period(&mut period);
+        assert_eq!(period, [0; FRAME_LEN], "one frame is not enough to start: silence while priming");
+        s.push_frame(&[2; FRAME_LEN]);
+        s.next_period(&mut period);
+        assert_eq!(period, [1; FRAME_LEN], "two frames buffered: playback starts with the oldest");
+        // A burst of 20 frames (the network stalled, then delivered): only the newest few are kept.
+        for n in 0..20 {
+            s.push_frame(&[100 + n; FRAME_LEN]);
+        }
+        assert!(s.lock().samples.len() <= STREAM_CAP, "at most {} ms buffered", STREAM_CAP / 16);
+        s.next_period(&mut period);
+        assert!(period[0] >= 100 + 20 - (STREAM_CAP / FRAME_LEN) as i16, "old audio was dropped: {}", period[0]);
+    }
+
+    #[test]
+    fn utterances_play_whole_then_silence() {
+        let s = speaker();
+        s.play(&[7; FRAME_LEN + 10]);
+        let mut period = [0i16; FRAME_LEN];
+        s.next_period(&mut period);
+        assert_eq!(period, [7; FRAME_LEN]);
+        s.next_period(&mut period);
+        assert_eq!(&period[..10], &[7; 10]);
+        assert!(period[10..].iter().all(|&x| x == 0));
+        assert!(!s.is_playing());
+        s.play(&[1; 5000]);
+        s.stop_playing();
+        assert!(!s.is_playing(), "stop drops what was queued");
+    }
+}

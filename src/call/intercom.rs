@@ -178,6 +178,14 @@ fn ringback() -> Vec<i16> {
 impl Responder for RingCall {
     fn start(&mut self, out: &mut Outbox, waker: Arc<Notify>) {
         self.waker = Some(waker);
+        if !self.appliance.can_ring() {
+            // The box is busy with another call: this one goes straight to voicemail or the assistant.
+            tracing::info!(call = %self.sid, "the box is busy: handing the call over without ringing");
+            if let RingState::Ringing { fallback, .. } = std::mem::replace(&mut self.state, RingState::Done) {
+                self.hand_to(fallback(), out);
+            }
+            return;
+        }
         let answered = self.appliance.ring(&self.sid);
         if let RingState::Ringing { answered: slot, until, .. } = &mut self.state {
             *slot = answered;
