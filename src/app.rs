@@ -399,17 +399,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry: registry.clone(),
         speech: speech.clone(),
     };
-    let mut router = web::router(status).merge(webhook::routes(phone));
+    let twilio_routes = webhook::routes(phone);
+    let mut router = web::router(status).merge(twilio_routes.clone());
     if let Some(sim) = sim_panel {
         router = router.merge(crate::panel::sim::routes(sim));
         info!("sim panel: press buttons with POST /sim/buttons/{{call|call2|talk}}, see LEDs at GET /sim/leds");
     }
-    let router = web::finish(router);
-    let server = web::Server::new(router, shutdown.clone(), tracker.clone());
-    tracker.spawn(web::serve(listener, server.clone()));
+    let server = web::Server::new(web::finish(router), shutdown.clone(), tracker.clone());
+    tracker.spawn(web::serve(listener, server));
     info!("listening on http://{addr} (health: http://{addr}/healthz); Ctrl-C stops the box");
+    // The internet reaches the box through its tunnel: there, only Twilio's (signed) routes exist.
+    let tunnel_server = web::Server::new(web::finish(twilio_routes), shutdown.clone(), tracker.clone());
 
-    start_network(&config, &state, rest_for_setup.clone(), &public, server, &shutdown, &tracker);
+    start_network(&config, &state, rest_for_setup.clone(), &public, tunnel_server, &shutdown, &tracker);
     tracker.spawn(callout.clone().run(shutdown.clone()));
     if let (Some(rest), Some(number)) = (rest_for_setup, config.twilio.phone_number.clone()) {
         let voicemail = config.device.data_dir.join("voicemail");
