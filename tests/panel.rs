@@ -419,6 +419,42 @@ async fn saying_call_alice_to_the_box_places_the_call() {
     running.stop().await.expect("stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_out_pressed_while_offline_is_queued_and_said_so() {
+    let rig = Rig::new(&vec![0; 16000 * 30]).await;
+    let running =
+        voca::app::start(rig.config("[calls]\nanswer = \"assistant\"\n").tap_offline()).await.expect("starts");
+    let (leds, watcher) = rig.watch_leds().await;
+    let before = rig.speaker().len();
+    rig.press("call", "short").await;
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = running.store.callouts().await.expect("queue");
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 1, "queued in the database");
+    assert_eq!((rows[0].contact.as_str(), rows[0].state.as_str()), ("Alice", "pending"));
+    let mut watch = running.state.watch();
+    tokio::time::timeout(Duration::from_secs(20), watch.wait_for(|s| s.activity == voca::events::Activity::Speaking))
+        .await
+        .expect("the box says it will keep trying")
+        .expect("bus");
+    tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|s| s.activity == voca::events::Activity::Idle))
+        .await
+        .expect("and finishes")
+        .expect("bus");
+    watcher.abort();
+    let said = &rig.speaker()[before..];
+    assert!(said.chunks(1600).filter(|w| rms(w) > 500.0).count() >= 10, "a spoken explanation on the speaker");
+    assert!(rig.log.lock().expect("log").iter().all(|s| !s.path.ends_with("/Calls.json")), "nothing placed offline");
+    let seen = leds.lock().expect("leds").clone();
+    assert!(seen.iter().all(|l| l["status"] == "slow_blink"), "offline throughout: {seen:?}");
+    running.stop().await.expect("stop");
+}
+
 /// espeak-ng saying `text` in Korean, at 16 kHz.
 fn say(text: &str) -> Vec<i16> {
     let dir = tempfile::tempdir().expect("tempdir");
