@@ -455,22 +455,6 @@ async fn a_call_out_pressed_while_offline_is_queued_and_said_so() {
     running.stop().await.expect("stop");
 }
 
-/// espeak-ng saying `text` in Korean, at 16 kHz.
-fn say(text: &str) -> Vec<i16> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wav = dir.path().join("say.wav");
-    let ok = std::process::Command::new("espeak-ng")
-        .args(["-v", "ko", "-s", "175", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .expect("espeak-ng")
-        .success();
-    assert!(ok);
-    let speech = voca::audio::wav::read(&wav).expect("wav");
-    voca::audio::resample::convert(&speech.samples, speech.rate, 16000)
-}
-
 fn rms(x: &[i16]) -> f64 {
     (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
@@ -529,7 +513,7 @@ async fn an_unanswered_ring_goes_to_voicemail_which_the_box_then_plays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_to_talk_answers_on_the_speaker_offline() {
-    let question = say("지금 몇 시 예요");
+    let question = common::say("지금 몇 시 예요", 16000);
     let held = Duration::from_secs_f64(question.len() as f64 / RATE + 0.8);
     let rig = Rig::new(&[question, vec![0; 16000 * 30]].concat()).await;
     // No tunnel and no network: push-to-talk is entirely local.

@@ -11,25 +11,10 @@ use std::time::Duration;
 use common::AUTH_TOKEN;
 use voca::app::{self, Running};
 use voca::audio::g711;
-use voca::audio::resample::{convert, Upsampler};
+use voca::audio::resample::Upsampler;
 use voca::config::Config;
 use voca::speech::stt::ModelState;
 use voca::twilio::simulator::{self, SimCall};
-
-/// espeak-ng (the command, as the test's own voice) saying `text` in Korean, as 8 kHz samples.
-fn say(text: &str) -> Vec<i16> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wav = dir.path().join("say.wav");
-    let status = std::process::Command::new("espeak-ng")
-        .args(["-v", "ko", "-s", "175", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .expect("espeak-ng is installed by make");
-    assert!(status.success());
-    let speech = voca::audio::wav::read(&wav).expect("espeak-ng WAV");
-    convert(&speech.samples, speech.rate, 8000)
-}
 
 fn silence(seconds: f32) -> Vec<i16> {
     vec![0; (seconds * 8000.0) as usize]
@@ -129,7 +114,7 @@ fn direct_transcript(caller: &[i16], config: &std::path::Path) -> Vec<String> {
 async fn the_phone_path_hears_exactly_what_a_recognizer_hears_directly() {
     let b = SpeechBox::start(false).await;
     let mut caller = silence(0.6);
-    caller.extend(say("지금 몇 시 예요"));
+    caller.extend(common::say("지금 몇 시 예요", 8000));
     caller.extend(silence(2.5));
     let expected = direct_transcript(&caller, &b.dir.path().join("voca.toml"));
     assert_eq!(expected.len(), 1, "one utterance: {expected:?}");
@@ -147,9 +132,9 @@ async fn the_phone_path_hears_exactly_what_a_recognizer_hears_directly() {
 async fn a_spoken_conversation_is_greeted_answered_and_ended_cleanly() {
     let b = SpeechBox::start(true).await;
     let mut caller = silence(0.5);
-    caller.extend(say("지금 몇 시 예요"));
+    caller.extend(common::say("지금 몇 시 예요", 8000));
     caller.extend(silence(6.0));
-    caller.extend(say("안녕히 계세요"));
+    caller.extend(common::say("안녕히 계세요", 8000));
     let mut call = b.call(caller);
     call.linger = Duration::from_secs(8);
     let r = simulator::run(&call).await.expect("call");
@@ -177,7 +162,7 @@ async fn the_caller_can_barge_in_and_is_heard() {
     let b = SpeechBox::start(true).await;
     // The greeting lasts about three seconds; the caller talks over it at 0.8 s.
     let mut caller = silence(0.8);
-    caller.extend(say("다시 말해 주세요"));
+    caller.extend(common::say("다시 말해 주세요", 8000));
     caller.extend(silence(3.0));
     let r = simulator::run(&b.call(caller)).await.expect("call");
     assert!(r.clears >= 1, "the box sent clear");
@@ -193,7 +178,7 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
     let b = SpeechBox::start(true).await;
     let mut caller = silence(1.0);
     caller.extend(silence(7.0));
-    caller.extend(say("안녕하세요 저는 민수 입니다"));
+    caller.extend(common::say("안녕하세요 저는 민수 입니다", 8000));
     let mut call = b.call(caller);
     call.dtmf = vec![(Duration::from_millis(500), '0'), (Duration::from_millis(10_500), '#')];
     call.linger = Duration::from_secs(10);
@@ -214,15 +199,16 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_before_the_model_is_ready_holds_then_is_served() {
+    // The caller's audio is made first: the call must reach the box while its model still loads.
+    let mut caller = silence(6.0);
+    caller.extend(common::say("지금 몇 시 예요", 8000));
+    caller.extend(silence(3.0));
     let b = SpeechBox::start_loading(true).await;
     assert_eq!(
         b.running().speech.as_ref().expect("speech").state(),
         ModelState::Loading,
         "the model takes a second to load"
     );
-    let mut caller = silence(6.0);
-    caller.extend(say("지금 몇 시 예요"));
-    caller.extend(silence(3.0));
     let r = simulator::run(&b.call(caller)).await.expect("call");
     assert_eq!(r.webhook_status, 200, "answered at once, model or not");
     let hold = r.marks_echoed.iter().position(|m| m == "one-moment").expect("the caller heard one moment");

@@ -98,3 +98,18 @@ pub fn start_prism() -> Prism {
     rx.recv_timeout(std::time::Duration::from_secs(120)).expect("prism started within two minutes");
     prism
 }
+
+/// espeak-ng (the command, as the tests' own voice) saying `text` in Korean, at `rate` Hz.
+pub fn say(text: &str, rate: u32) -> Vec<i16> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("say.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", "ko", "-s", "175", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng is installed by make");
+    assert!(status.success(), "espeak-ng failed");
+    let speech = voca::audio::wav::read(&wav).expect("espeak-ng WAV");
+    voca::audio::resample::convert(&speech.samples, speech.rate, rate)
+}
