@@ -35,7 +35,12 @@ run-model: build
 	     $(MAKE) --no-print-directory test-model; fi
 
 run: run-model ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
-	@if [ -f models/$(USER_MODEL)/am/final.mdl ]; then \
+	@if ! aplay -l 2>/dev/null | grep -q '^card'; then \
+	  echo "==> no sound card here: the speaker and microphone are ALSA's null device (set VOCA_DEVICE_PLAYBACK/CAPTURE to choose)"; \
+	  export VOCA_DEVICE_PLAYBACK=$${VOCA_DEVICE_PLAYBACK:-null} VOCA_DEVICE_CAPTURE=$${VOCA_DEVICE_CAPTURE:-null}; \
+	fi; \
+	echo "==> sim panel: curl -XPOST 127.0.0.1:8080/sim/buttons/talk -d '{\"press\":\"short\"}'; LEDs: curl 127.0.0.1:8080/sim/leds"; \
+	if [ -f models/$(USER_MODEL)/am/final.mdl ]; then \
 	  echo "==> starting voca: built-in defaults, model models/$(USER_MODEL), status at http://127.0.0.1:8080/healthz"; \
 	  exec $(VOCA) run; \
 	else \

@@ -611,13 +611,20 @@ impl Appliance {
     }
 }
 
-/// Runs a recording through a recognizer (off the runtime) and returns the final text.
+/// Runs a recording through a recognizer (off the runtime) and returns the final text. Right after
+/// start-up it first waits for the model (at most 30 s).
 async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
-    let Some(lease) = stt.lease() else {
-        warn!("push-to-talk: no recognizer (the model is not loaded)");
+    if tokio::time::timeout(Duration::from_secs(30), stt.ready()).await.is_err() {
+        warn!("push-to-talk: the speech model is still loading");
         return String::new();
-    };
+    }
+    let stt = stt.clone();
     tokio::task::spawn_blocking(move || {
+        // A warm recognizer if one is idle, else a new one (which takes a moment).
+        let Some(lease) = stt.lease() else {
+            warn!("push-to-talk: no recognizer (the speech model failed to load)");
+            return String::new();
+        };
         let mut frame = [0i16; 320];
         for chunk in audio.chunks(320) {
             frame.fill(0);
