@@ -74,6 +74,9 @@ impl Running {
         self.state.set(DeviceState::Stopping);
         self.shutdown.cancel();
         self.appliance.shutdown();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.appliance.stopped()).await.is_err() {
+            warn!("the audio devices did not close within {}s", SHUTDOWN_DEADLINE.as_secs());
+        }
         self.done.await.context("the box's main task failed")?;
         info!("stopped");
         Ok(())

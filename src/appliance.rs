@@ -185,11 +185,21 @@ impl Appliance {
         self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// LEDs off, devices closed, pins released.
+    /// LEDs off, pins released, the audio threads told to stop (see [`Appliance::stopped`]).
     pub fn shutdown(&self) {
         self.inner.panel.shutdown();
         self.inner.speaker.shutdown();
         self.inner.mic.shutdown();
+    }
+
+    /// Waits until the audio threads have closed their devices and ended.
+    pub async fn stopped(&self) {
+        let (speaker, mic) = (self.inner.speaker.clone(), self.inner.mic.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            speaker.join();
+            mic.join();
+        })
+        .await;
     }
 
     /// Keeps the LEDs in step with the state bus, and the count of waiting messages fresh.

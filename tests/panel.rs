@@ -311,6 +311,10 @@ async fn a_ringing_call_is_answered_with_a_button() {
     let sequence = call_led(&leds.lock().expect("leds"));
     assert!(is_subsequence(&["fast_blink", "solid", "off"], &sequence), "call LED: {sequence:?}");
     running.stop().await.expect("stop");
+    // Stopping closed the speaker: nothing more is written to it.
+    let closed = rig.speaker().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.speaker().len(), closed, "the speaker thread has ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,23 @@ const LEAD: std::time::Duration = std::time::Duration::from_millis(60);
 const REOPEN_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 const REOPEN_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A device thread's handle, shared by the clones of its owner: `shutdown` wakes it, `join` waits.
+type Joiner = std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>;
+
+fn wake(thread: &Joiner) {
+    if let Some(handle) = thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+        handle.thread().unpark();
+    }
+}
+
+/// Waits for a device thread to end (after its `shutdown`). Blocking: call it off the runtime.
+fn join(thread: &Joiner) {
+    let handle = thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    if let Some(handle) = handle {
+        let _ = handle.join();
+    }
+}
+
 /// Reports device trouble and recovery (shown on the status LED).
 pub type FaultReporter = std::sync::Arc<dyn Fn(Role, Option<String>) + Send + Sync>;
 
@@ -135,6 +152,7 @@ struct SpeakerQueue {
 pub struct Speaker {
     queue: std::sync::Arc<std::sync::Mutex<SpeakerQueue>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Joiner,
 }
 
 impl std::fmt::Debug for Speaker {
@@ -151,13 +169,14 @@ const STREAM_TRIM_TO: usize = 3 * FRAME_LEN;
 impl Speaker {
     /// Starts the speaker thread on ALSA device `name` near `rate` Hz.
     pub fn start(name: &str, rate: u32, faults: FaultReporter) -> Self {
-        let speaker = Self { queue: Default::default(), stop: Default::default() };
+        let speaker = Self { queue: Default::default(), stop: Default::default(), thread: Default::default() };
         let (thread_speaker, name) = (speaker.clone(), name.to_owned());
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("voca-speaker".into())
-            .spawn(move || thread_speaker.run(&name, rate, &faults));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the speaker thread: {e}");
+            .spawn(move || thread_speaker.run(&name, rate, &faults))
+        {
+            Ok(handle) => *speaker.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle),
+            Err(e) => tracing::error!("cannot start the speaker thread: {e}"),
         }
         speaker
     }
@@ -209,8 +228,15 @@ impl Speaker {
         }
     }
 
+    /// Stops the thread (what is queued is not played); `join` waits for it.
     pub fn shutdown(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        wake(&self.thread);
+    }
+
+    /// Blocking: call it off the runtime.
+    pub fn join(&self) {
+        join(&self.thread);
     }
 
     /// The next period's 16 kHz samples: queued audio, then silence.
@@ -248,7 +274,8 @@ impl Speaker {
                 Err(e) => {
                     faults(Role::Playback, Some(e.to_string()));
                     self.stop_playing();
-                    std::thread::sleep(pause);
+                    // Woken early by `shutdown`.
+                    std::thread::park_timeout(pause);
                     pause = (pause * 2).min(REOPEN_MAX);
                 }
             }
@@ -289,6 +316,7 @@ impl Speaker {
 #[derive(Clone)]
 pub struct Microphone {
     shared: std::sync::Arc<MicShared>,
+    thread: Joiner,
 }
 
 struct Listener {
@@ -311,13 +339,14 @@ impl std::fmt::Debug for Microphone {
 
 impl Microphone {
     pub fn start(name: &str, rate: u32, faults: FaultReporter) -> Self {
-        let mic = Self { shared: Default::default() };
+        let mic = Self { shared: Default::default(), thread: Default::default() };
         let (thread_mic, name) = (mic.clone(), name.to_owned());
-        let spawned = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("voca-microphone".into())
-            .spawn(move || thread_mic.run(&name, rate, &faults));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the microphone thread: {e}");
+            .spawn(move || thread_mic.run(&name, rate, &faults))
+        {
+            Ok(handle) => *mic.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle),
+            Err(e) => tracing::error!("cannot start the microphone thread: {e}"),
         }
         mic
     }
@@ -334,6 +363,12 @@ impl Microphone {
     pub fn shutdown(&self) {
         self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.shared.changed.notify_all();
+        wake(&self.thread);
+    }
+
+    /// Blocking: call it off the runtime.
+    pub fn join(&self) {
+        join(&self.thread);
     }
 
     fn stopped(&self) -> bool {
@@ -387,7 +422,7 @@ impl Microphone {
                 }
                 Err(e) => {
                     faults(Role::Capture, Some(e.to_string()));
-                    std::thread::sleep(pause);
+                    std::thread::park_timeout(pause);
                     pause = (pause * 2).min(REOPEN_MAX);
                 }
             }
@@ -438,7 +473,7 @@ mod tests {
     use super::*;
 
     fn speaker() -> Speaker {
-        Speaker { queue: Default::default(), stop: Default::default() }
+        Speaker { queue: Default::default(), stop: Default::default(), thread: Default::default() }
     }
 
     #[test]
