@@ -318,6 +318,22 @@ async fn a_ringing_call_is_answered_with_a_button() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercom_call_works_with_48_khz_devices() {
+    // USB sound cards usually run at 48 kHz: the box converts both ways.
+    let rig = Rig::new(&tone(600.0, 48000.0, 30.0, 8000.0)).await;
+    let mut config = rig.config("[calls]\nanswer = \"intercom\"\n");
+    config.device.sample_rate = 48000;
+    let running = voca::app::start(config).await.expect("box starts");
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.audio = tone(1000.0, 8000.0, 3.0, 6000.0);
+    call.linger = Duration::from_secs(1);
+    let result = simulator::run(&call).await.expect("call");
+    assert!(contains_tone(&result.received, 600.0, 8000.0), "the 48 kHz microphone reached the caller");
+    assert!(contains_tone(&rig.speaker(), 1000.0, 48000.0), "the caller played on the 48 kHz speaker");
+    running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_press_calls_for_help_skipping_an_answering_machine() {
     let rig = Rig::new(&tone(600.0, RATE, 30.0, 8000.0)).await;
     let running = voca::app::start(rig.config("[calls]\nanswer = \"tones\"\n")).await.expect("box starts");
