@@ -214,8 +214,8 @@ impl Appliance {
             tokio::select! {
                 changed = watch.changed() => if changed.is_err() { return },
                 _ = refresh.tick() => {
-                    if let Ok(waiting) = self.inner.store.waiting_calls().await {
-                        self.inner.bus.set_waiting(waiting.len() as u32);
+                    if let Ok(waiting) = self.inner.store.waiting_count().await {
+                        self.inner.bus.set_waiting(waiting);
                     }
                 }
                 () = shutdown.cancelled() => {
@@ -595,14 +595,10 @@ impl Appliance {
         for call in &waiting {
             let digits: Vec<char> = call.from_number.chars().filter(char::is_ascii_digit).collect();
             let last4: String = digits[digits.len().saturating_sub(4)..].iter().collect();
-            let message =
-                call.voicemail.as_ref().and_then(|path| match crate::audio::wav::read(std::path::Path::new(path)) {
-                    Ok(wav) => Some(crate::audio::resample::convert(&wav.samples, wav.rate, 16000)),
-                    Err(e) => {
-                        warn!(call = %call.call_sid, "voicemail {path} cannot be played: {e}");
-                        None
-                    }
-                });
+            let message = match call.voicemail.clone() {
+                Some(path) => load_message(path, call.call_sid.clone()).await,
+                None => None,
+            };
             match message {
                 Some(audio) => {
                     self.say(&language.message_from.replace("{last4}", &last4)).await;
@@ -652,6 +648,20 @@ async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
     })
     .await
     .unwrap_or_default()
+}
+
+/// A voicemail file as 16 kHz audio (read and converted off the runtime); `None` if it cannot be.
+async fn load_message(path: String, call_sid: String) -> Option<Vec<i16>> {
+    tokio::task::spawn_blocking(move || match crate::audio::wav::read(std::path::Path::new(&path)) {
+        Ok(wav) => Some(crate::audio::resample::convert(&wav.samples, wav.rate, 16000)),
+        Err(e) => {
+            warn!(call = %call_sid, "voicemail {path} cannot be played: {e}");
+            None
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// A friendly two-note ring, 1.2 s of sound then 1.8 s of quiet, at 16 kHz.

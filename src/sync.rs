@@ -138,8 +138,8 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => warn!("missed-call sync: {e:#}"),
         }
-        if let Ok(waiting) = store.waiting_calls().await {
-            bus.set_waiting(waiting.len() as u32);
+        if let Ok(waiting) = store.waiting_count().await {
+            bus.set_waiting(waiting);
         }
         // Wait until the box goes offline before the next pass (it runs again on reconnecting).
         tokio::select! {

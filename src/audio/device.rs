@@ -102,6 +102,14 @@ fn wake(thread: &Joiner) {
     }
 }
 
+/// Starts a device thread called `name`, its handle kept in `thread`.
+fn spawn(thread: &Joiner, name: &str, run: impl FnOnce() + Send + 'static) {
+    match std::thread::Builder::new().name(name.into()).spawn(run) {
+        Ok(handle) => *thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle),
+        Err(e) => tracing::error!("cannot start the {name} thread: {e}"),
+    }
+}
+
 /// Waits for a device thread to end (after its `shutdown`). Blocking: call it off the runtime.
 fn join(thread: &Joiner) {
     let handle = thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
@@ -171,13 +179,7 @@ impl Speaker {
     pub fn start(name: &str, rate: u32, faults: FaultReporter) -> Self {
         let speaker = Self { queue: Default::default(), stop: Default::default(), thread: Default::default() };
         let (thread_speaker, name) = (speaker.clone(), name.to_owned());
-        match std::thread::Builder::new()
-            .name("voca-speaker".into())
-            .spawn(move || thread_speaker.run(&name, rate, &faults))
-        {
-            Ok(handle) => *speaker.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle),
-            Err(e) => tracing::error!("cannot start the speaker thread: {e}"),
-        }
+        spawn(&speaker.thread, "voca-speaker", move || thread_speaker.run(&name, rate, &faults));
         speaker
     }
 
@@ -341,13 +343,7 @@ impl Microphone {
     pub fn start(name: &str, rate: u32, faults: FaultReporter) -> Self {
         let mic = Self { shared: Default::default(), thread: Default::default() };
         let (thread_mic, name) = (mic.clone(), name.to_owned());
-        match std::thread::Builder::new()
-            .name("voca-microphone".into())
-            .spawn(move || thread_mic.run(&name, rate, &faults))
-        {
-            Ok(handle) => *mic.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle),
-            Err(e) => tracing::error!("cannot start the microphone thread: {e}"),
-        }
+        spawn(&mic.thread, "voca-microphone", move || thread_mic.run(&name, rate, &faults));
         mic
     }
 

@@ -361,6 +361,11 @@ impl Store {
         .await
     }
 
+    /// How many missed calls and voicemails wait to be heard.
+    pub async fn waiting_count(&self) -> Result<u32, StoreError> {
+        self.run(|c| c.query_row("SELECT COUNT(*) FROM calls WHERE waiting = 1", [], |r| r.get(0))).await
+    }
+
     pub async fn mark_heard(&self, sids: Vec<String>) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction()?;
