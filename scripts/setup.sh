@@ -110,7 +110,7 @@ case "${1:-}" in
     ;;
   cross-aarch64)
     multiarch arm64
-    apt_install gcc-aarch64-linux-gnu qemu-user-static libasound2-dev:arm64 libstdc++6:arm64 libatomic1:arm64
+    apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64 libstdc++6:arm64 libatomic1:arm64
     rust_target aarch64-unknown-linux-gnu
     vosk_for aarch64-unknown-linux-gnu manylinux2014_aarch64 'vosk-*aarch64.whl'
     ;;

@@ -17,7 +17,6 @@ use tracing::{error, info, warn};
 use crate::appliance::{Appliance, LocalSpeech};
 use crate::assistant::llm::Llm;
 use crate::assistant::Assistant;
-use crate::audio::resample::Upsampler;
 use crate::audio::vad::VadConfig;
 use crate::audio::wav;
 use crate::call::conversation::{AssistantCall, Prompts, SpeechKit, Transfer};
@@ -27,7 +26,7 @@ use crate::call::responder::{Purpose, Responder, ResponderFactory, ToneResponder
 use crate::call::session::SessionContext;
 use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
 use crate::events::{DeviceState, StateBus};
-use crate::speech::stt::Stt;
+use crate::speech::stt::{Stt, SttOptions};
 use crate::speech::tts::Tts;
 use crate::store::Store;
 use crate::twilio::media::CallSid;
@@ -83,19 +82,10 @@ impl Running {
     }
 }
 
-/// Loads the greeting WAV (`calls.greeting_wav`) as 16 kHz samples.
+/// Loads the greeting WAV (`calls.greeting_wav`, any rate) as 16 kHz samples.
 fn greeting(config: &Config) -> anyhow::Result<Option<Arc<Vec<i16>>>> {
     let Some(path) = &config.calls.greeting_wav else { return Ok(None) };
-    let wav = wav::read(path).with_context(|| "`calls.greeting_wav`".to_string())?;
-    let samples = match wav.rate {
-        16000 => wav.samples,
-        8000 => {
-            let mut out = vec![0; wav.samples.len() * 2];
-            Upsampler::default().process(&wav.samples, &mut out);
-            out
-        }
-        rate => anyhow::bail!("`calls.greeting_wav`: {} is {rate} Hz: expected 8000 or 16000 Hz", path.display()),
-    };
+    let samples = wav::read_at(path, 16000).with_context(|| "`calls.greeting_wav`".to_string())?;
     Ok(Some(Arc::new(samples)))
 }
 
@@ -119,9 +109,8 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
     };
     let assistant = Arc::new(Assistant::new(config));
     let prompts = Prompts::render(&tts, &assistant).await;
-    let grammar = config.speech.grammar.then(|| assistant.grammar());
     let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
-    let stt = Stt::start(config.speech.model_path(), warm, grammar.clone(), prompts.greeting.to_vec());
+    let stt = Stt::start(SttOptions::new(config, &assistant, warm, prompts.greeting.to_vec()));
     let transfer = match (rest, &config.twilio.phone_number) {
         (Some(rest), Some(number)) => {
             Some(Transfer { rest, caller_id: number.clone(), contacts: config.contacts.clone() })
@@ -139,12 +128,12 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
             min_speech: config.speech.min_speech.into(),
             ..VadConfig::default()
         },
+        backlog: config.speech.backlog.into(),
         reprompt_after: config.speech.reprompt_after.into(),
         store: store.clone(),
         voicemail_dir: config.device.data_dir.join("voicemail"),
         store_transcripts: config.assistant.store_transcripts,
         voicemail_only: config.calls.answer == AnswerMode::Voicemail,
-        grammar: grammar.map(Arc::new),
         transfer,
     };
     info!(tts = %kit.tts.version, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
@@ -187,69 +176,6 @@ fn responder_factory(
             (Purpose::Incoming, AnswerMode::Assistant | AnswerMode::Voicemail) => answering(sid, false),
         }
     })
-}
-
-/// Runs the box's recognizer over 16 kHz audio the way a call does (same warm-up, same VAD
-/// endpointing) and returns one transcript per utterance. `voca transcribe` prints them.
-pub async fn transcribe(config: &Config, audio: &[i16]) -> anyhow::Result<Vec<String>> {
-    let speech = config.speech.clone();
-    let tts = tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await??;
-    let assistant = Assistant::new(config);
-    // The same warm-up audio a box uses (its greeting), so recognizers start in the same state.
-    let warm_up = tts.render(&assistant.greeting).await;
-    let grammar = config.speech.grammar.then(|| assistant.grammar());
-    let stt = Stt::start(config.speech.model_path(), 1, grammar.clone(), warm_up);
-    if let crate::speech::stt::ModelState::Failed(why) = stt.ready().await {
-        anyhow::bail!("{why}");
-    }
-    let lease = stt.try_lease().context("no recognizer")?;
-    let vad = crate::audio::vad::Vad::new(VadConfig {
-        hangover: config.speech.endpoint_hangover.into(),
-        min_speech: config.speech.min_speech.into(),
-        ..VadConfig::default()
-    });
-    let audio = audio.to_vec();
-    // Feeding waits for the recognizer and results are waited for: a blocking job, off the runtime.
-    let texts = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let mut vad = vad;
-        let mut texts = Vec::new();
-        let mut pending = 0;
-        let mut frame = [0i16; 320];
-        for chunk in audio.chunks(320) {
-            frame.fill(0);
-            frame[..chunk.len()].copy_from_slice(chunk);
-            lease.feed_blocking(&frame);
-            if vad.push(&frame) == Some(crate::audio::vad::VadEvent::End) {
-                lease.finish();
-                pending += 1;
-            }
-        }
-        if vad.is_talking() {
-            lease.finish();
-            pending += 1;
-        }
-        while pending > 0 {
-            match lease.wait(Duration::from_secs(60)).context("the recognizer stopped answering")? {
-                crate::speech::stt::Heard::Final { text, .. } => {
-                    pending -= 1;
-                    let text = match &grammar {
-                        Some(phrases) => {
-                            crate::assistant::pick_phrase(&text, phrases).map_or(text.clone(), str::to_owned)
-                        }
-                        None => text,
-                    };
-                    texts.push(text);
-                }
-                crate::speech::stt::Heard::Partial(_) => {}
-            }
-        }
-        // Stop and join the recognizer thread before the process tears libvosk down.
-        drop(lease);
-        Ok(texts)
-    })
-    .await??;
-    drop(stt);
-    Ok(texts)
 }
 
 /// The tunnel (if any), the number's webhooks and the connectivity monitor.

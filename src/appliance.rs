@@ -24,6 +24,8 @@ use crate::config::Contact;
 use crate::events::{Activity, StateBus};
 use crate::panel::{ButtonEvent, ButtonRole, Panel, Press};
 use crate::speech::prompts::Language;
+use crate::audio::vad::VadConfig;
+use crate::speech::listen::Listener;
 use crate::speech::stt::{Heard, Stt};
 use crate::speech::tts::Tts;
 use crate::store::Store;
@@ -620,29 +622,25 @@ impl Appliance {
 /// Runs a recording through a recognizer (off the runtime) and returns the final text. Right after
 /// start-up it first waits for the model (at most 30 s).
 async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
-    if tokio::time::timeout(Duration::from_secs(30), stt.ready()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), stt.loaded()).await.is_err() {
         warn!("push-to-talk: the speech model is still loading");
         return String::new();
     }
     let stt = stt.clone();
     tokio::task::spawn_blocking(move || {
-        // A warm recognizer if one is idle, else a new one (which takes a moment).
-        let Some(lease) = stt.lease() else {
+        // The whole press is one utterance; the listener holds all of it.
+        let seconds = Duration::from_millis(audio.len() as u64 / 16 + 1000);
+        let mut listener = Listener::new(stt, VadConfig::default(), seconds);
+        if !listener.try_lease() {
             warn!("push-to-talk: no recognizer (the speech model failed to load)");
             return String::new();
-        };
-        let mut frame = [0i16; 320];
-        for chunk in audio.chunks(320) {
-            frame.fill(0);
-            frame[..chunk.len()].copy_from_slice(chunk);
-            lease.feed_blocking(&frame);
         }
-        lease.finish();
+        listener.utterance(&audio);
         loop {
-            match lease.wait(Duration::from_secs(30)) {
+            match listener.wait(Duration::from_secs(30) + seconds) {
                 Some(Heard::Final { text, .. }) => return text,
                 Some(Heard::Partial(_)) => {}
-                None => return String::new(),
+                Some(Heard::Missed) | None => return String::new(),
             }
         }
     })

@@ -138,7 +138,7 @@ pub struct CallsConfig {
     pub allow: Vec<E164>,
     pub block: Vec<E164>,
     pub rate_limit_per_hour: u32,
-    /// A WAV (16-bit mono, 8 or 16 kHz) the box greets callers with; none: a chime.
+    /// A WAV (16-bit PCM, any rate) the box greets callers with; none: a chime.
     #[serde(deserialize_with = "types::optional_path")]
     pub greeting_wav: Option<PathBuf>,
     /// In ring mode, who takes a call nobody answers on the box: `voicemail` or `assistant`.
@@ -171,8 +171,12 @@ pub struct SpeechConfig {
     pub endpoint_hangover: Duration,
     /// Speech shorter than this is ignored (coughs, clicks).
     pub min_speech: Duration,
-    /// Recognise only the assistant's phrases (intents, skills, contact names): more exact on small models.
-    pub grammar: bool,
+    /// How speech is recognised: the assistant's phrases first, then free-form (`grammar-first`);
+    /// phrases only (`grammar`); or free-form only (`free`).
+    pub recognition: crate::speech::stt::Recognition,
+    /// At most this much of a caller's speech waits for a recognizer (model loading, recognition
+    /// behind real time); past it the oldest goes and the caller is asked to say it again.
+    pub backlog: Duration,
     /// Recognizers kept loaded and warm, ready for the next call.
     pub warm_recognizers: u32,
     /// Say the re-prompt after this long without hearing the caller.
@@ -317,6 +321,13 @@ impl Config {
             return Err(invalid(
                 "speech.rate".into(),
                 format!("{} is out of range: expected 80 to 450 words per minute", self.speech.rate),
+            ));
+        }
+        let backlog: std::time::Duration = self.speech.backlog.into();
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600)).contains(&backlog) {
+            return Err(invalid(
+                "speech.backlog".into(),
+                format!("{backlog:?} is out of range: expected 1s to 10m of speech"),
             ));
         }
         if self.speech.pitch > 99 {
@@ -483,7 +494,12 @@ fn unknown_key(key: &str, defaults: &Table, origins: &Origins) -> ConfigError {
     } else {
         defaults.keys().cloned().collect()
     };
-    let hint = format!("expected one of {}", known.join(", "));
+    let hint = match key {
+        "speech.grammar" => "replaced by `speech.recognition`: \"grammar-first\" (the default: the assistant's phrases, \
+                             then free-form), \"grammar\" (phrases only) or \"free\""
+            .to_owned(),
+        _ => format!("expected one of {}", known.join(", ")),
+    };
     let key = toml_path(key);
     ConfigError::UnknownKey { origin: origins.of(&key), key, hint }
 }

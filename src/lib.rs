@@ -4,7 +4,7 @@
 //! - [`config`]: typed configuration from defaults, one TOML file and the environment.
 //! - [`telemetry`]: logging set-up (plain lines under systemd, RUST_LOG honoured).
 //! - [`events`]: the state snapshot everything else shows (LEDs, status page).
-//! - [`app`]: wiring and orderly shutdown of `voca run`.
+//! - [`app`]: wiring and orderly shutdown of `voca run`; [`commands`]: the other subcommands.
 //! - [`web`]: the HTTP server loop and the LAN routes (`/healthz`).
 //! - [`twilio`]: signatures, TwiML, Media Streams wire types, webhook routes, REST client, simulator.
 //! - [`call`]: active calls, one session per Media Stream, responders.
@@ -13,14 +13,15 @@
 //! - [`tunnel`]: reaching Twilio from behind NAT (ngrok, external URL), the connectivity monitor.
 //! - [`callout`]: durable call-outs; [`sync`]: calls missed while offline.
 //! - [`panel`]: LEDs and buttons (GPIO or simulated); [`appliance`]: what they do on the box.
-//! - [`speech`]: VOSK models and recognizer workers, the espeak-ng TTS thread, prompts per language.
+//! - [`speech`]: VOSK models, the listening loop (VAD, backlog) and recognizer pool, the espeak-ng TTS
+//!   thread, prompts per language.
 //! - [`audio`]: G.711, resampling, pacing, VAD, WAV files, ALSA devices.
 //! - [`check`]: `voca check`, the doctor-style self-test.
 //!
 //! Data flow of one answered call:
 //! ```text
 //! Twilio --POST /twilio/voice (signed)--> http: verify, admit --> TwiML <Connect><Stream>
-//! Twilio ==wss /twilio/media==> session: mu-law 8k -> 16k -> VOSK -> assistant -> TTS -> 8k mu-law -> pacer
+//! Twilio ==wss /twilio/media==> session: mu-law 8k -> 16k -> VAD -> ear -> VOSK -> assistant -> TTS -> 8k mu-law -> pacer
 //! stop / hang-up -> call log (SQLite) -> events -> LEDs, web page, metrics
 //! ```
 
@@ -31,6 +32,7 @@ pub mod audio;
 pub mod call;
 pub mod callout;
 pub mod check;
+pub mod commands;
 pub mod config;
 pub mod events;
 pub mod panel;

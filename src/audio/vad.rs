@@ -49,6 +49,10 @@ impl Vad {
         Self { config, noise: 100.0, voiced: 0, quiet: 0, talking: false }
     }
 
+    pub fn config(&self) -> VadConfig {
+        self.config
+    }
+
     pub fn is_talking(&self) -> bool {
         self.talking
     }

@@ -1,4 +1,5 @@
-//! 16-bit PCM mono WAV files: greetings in, recordings and simulator captures out.
+//! 16-bit PCM WAV files: greetings and recordings in (any rate, mono or multi-channel, mixed down to
+//! mono), recordings and simulator captures out (mono).
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use thiserror::Error;
 pub enum WavError {
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("{path} is not a usable WAV file: {why}; expected 16-bit PCM mono (e.g. `sox in.wav -b 16 -c 1 out.wav`)")]
+    #[error("{path} is not a usable WAV file: {why}; expected 16-bit PCM (e.g. `sox in.wav -b 16 out.wav`)")]
     Format { path: String, why: String },
 }
 
@@ -38,7 +39,8 @@ fn u32_at(b: &[u8], i: usize) -> Option<u32> {
     b.get(i..i + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// Parses a RIFF/WAVE file: walks the chunks, needs `fmt ` (PCM, 16-bit, mono) and `data`.
+/// Parses a RIFF/WAVE file: walks the chunks, needs `fmt ` (PCM, 16-bit) and `data`; channels are
+/// averaged into one.
 pub fn parse(bytes: &[u8]) -> Result<Wav, String> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err("no RIFF/WAVE header".into());
@@ -60,17 +62,24 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, String> {
                 if !(tag == 1 || tag == 0xFFFE) || bits != 16 {
                     return Err(format!("format tag {tag}, {bits}-bit samples"));
                 }
-                if channels != 1 {
-                    return Err(format!("{channels} channels"));
+                if !(1..=8).contains(&channels) {
+                    return Err(format!("{channels} channels (expected 1 to 8)"));
                 }
                 if !(4000..=192_000).contains(&rate) {
                     return Err(format!("sample rate {rate} Hz"));
                 }
-                format = Some(rate);
+                format = Some((rate, channels));
             }
             b"data" => {
-                let rate = format.ok_or("data before the fmt chunk")?;
-                let samples = bytes[body..end].chunks_exact(2).map(|p| i16::from_le_bytes([p[0], p[1]])).collect();
+                let (rate, channels) = format.ok_or("data before the fmt chunk")?;
+                let frame = 2 * usize::from(channels);
+                let samples = bytes[body..end]
+                    .chunks_exact(frame)
+                    .map(|f| {
+                        let sum: i32 = f.chunks_exact(2).map(|p| i32::from(i16::from_le_bytes([p[0], p[1]]))).sum();
+                        (sum / i32::from(channels)) as i16
+                    })
+                    .collect();
                 return Ok(Wav { rate, samples });
             }
             _ => {}
@@ -101,6 +110,12 @@ pub fn encode(rate: u32, samples: &[i16]) -> Vec<u8> {
     out
 }
 
+/// Reads a WAV and converts it to `rate` (mono).
+pub fn read_at(path: &Path, rate: u32) -> Result<Vec<i16>, WavError> {
+    let wav = read(path)?;
+    Ok(crate::audio::resample::convert(&wav.samples, wav.rate, rate))
+}
+
 pub fn write(path: &Path, rate: u32, samples: &[i16]) -> std::io::Result<()> {
     std::fs::write(path, encode(rate, samples))
 }
@@ -128,11 +143,31 @@ mod tests {
     }
 
     #[test]
+    fn stereo_is_mixed_down_and_any_rate_is_converted() {
+        let mut stereo = encode(22050, &[1000, 3000, -2000, -4000, 7, 9]);
+        stereo[22] = 2; // channels
+        stereo[32] = 4; // block align
+        assert_eq!(parse(&stereo), Ok(Wav { rate: 22050, samples: vec![2000, -3000, 8] }));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stereo.wav");
+        let status = std::process::Command::new("sox")
+            .args(["-n", "-r", "44100", "-b", "16", "-c", "2"])
+            .arg(&path)
+            .args(["synth", "0.5", "sine", "440"])
+            .status()
+            .expect("sox is installed by make");
+        assert!(status.success());
+        let audio = read_at(&path, 16000).expect("sox stereo WAV");
+        assert!((7990..=8010).contains(&audio.len()), "{} samples", audio.len());
+        assert!(audio.iter().any(|s| s.unsigned_abs() > 10_000), "the tone survives the mix-down");
+    }
+
+    #[test]
     fn unusable_files_say_what_is_expected() {
         assert!(parse(b"hello").expect_err("not wav").contains("RIFF"));
-        let mut stereo = encode(8000, &[0; 4]);
-        stereo[22] = 2;
-        assert!(parse(&stereo).expect_err("stereo").contains("2 channels"));
+        let mut many = encode(8000, &[0; 18]);
+        many[22] = 9;
+        assert!(parse(&many).expect_err("9 channels").contains("9 channels (expected 1 to 8)"));
         let e = read(Path::new("/nonexistent.wav")).expect_err("missing");
         assert!(e.to_string().contains("/nonexistent.wav"));
     }

@@ -1,9 +1,9 @@
-//! The assistant on a call: greet, listen (VAD endpointing, VOSK on a leased worker), answer
-//! (offline assistant, optional LLM), speak (TTS streamed sentence by sentence), let the caller
-//! barge in, re-prompt a silent caller, take voicemail, hang up on goodbye.
+//! The assistant on a call: greet, listen (from the first frame, model or not: see
+//! `speech::listen`), answer (offline assistant, optional LLM), speak (TTS streamed sentence by
+//! sentence), let the caller barge in, re-prompt a silent caller, take voicemail, hang up on goodbye.
 //!
 //! Nothing here blocks: recognition and synthesis run on their own threads and their results are
-//! collected in `poll`, every 50 ms.
+//! collected in `poll`, as soon as the session is woken.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,8 +15,10 @@ use tracing::{info, warn};
 use super::responder::{tones, Frame16k, Outbox, Responder};
 use crate::assistant::llm::Llm;
 use crate::assistant::{Action, Assistant, Conversation, Reply};
-use crate::audio::vad::{Vad, VadConfig, VadEvent};
-use crate::speech::stt::{Heard, Lease, ModelState, Stt};
+use crate::audio::vad::{VadConfig, VadEvent};
+use crate::speech::listen::Listener;
+use crate::speech::stt::{Heard, ModelState, Stt};
+use crate::telemetry::Throttle;
 use crate::speech::tts::{Speech, Tts};
 use crate::store::Store;
 use crate::twilio::media::CallSid;
@@ -31,6 +33,7 @@ pub struct Prompts {
     pub voicemail_intro: Arc<Vec<i16>>,
     pub voicemail_saved: Arc<Vec<i16>>,
     pub trouble: Arc<Vec<i16>>,
+    pub missed: Arc<Vec<i16>>,
 }
 
 impl Prompts {
@@ -45,6 +48,7 @@ impl Prompts {
             voicemail_intro: r(l.voicemail_intro.into()).await,
             voicemail_saved: r(l.voicemail_saved.into()).await,
             trouble: r(l.trouble.into()).await,
+            missed: r(l.missed.into()).await,
         }
     }
 }
@@ -58,14 +62,14 @@ pub struct SpeechKit {
     pub assistant: Arc<Assistant>,
     pub llm: Option<Llm>,
     pub vad: VadConfig,
+    /// At most this much of the caller's speech waits for a recognizer (`speech.backlog`).
+    pub backlog: Duration,
     pub reprompt_after: Duration,
     pub store: Store,
     pub voicemail_dir: PathBuf,
     pub store_transcripts: bool,
     /// Start every call in voicemail (`calls.answer = "voicemail"`).
     pub voicemail_only: bool,
-    /// Grammar mode: what recognizers may hear; transcripts are mapped onto the closest phrase.
-    pub grammar: Option<Arc<Vec<String>>>,
     /// Transfers ("call Alice" during a call): the REST client, the box's number and the contacts.
     pub transfer: Option<Transfer>,
 }
@@ -85,7 +89,7 @@ impl std::fmt::Debug for SpeechKit {
 
 #[derive(Debug)]
 enum Mode {
-    /// Waiting for the model (the caller heard "one moment").
+    /// Waiting for the model (the caller heard "one moment"); the caller is heard all the same.
     Waiting,
     Talking,
     /// Recording the caller's message (16 kHz).
@@ -98,9 +102,7 @@ enum Mode {
 pub struct AssistantCall {
     kit: SpeechKit,
     sid: CallSid,
-    lease: Option<Lease>,
-    pending_lease: Option<oneshot::Receiver<Option<Lease>>>,
-    vad: Vad,
+    listener: Listener,
     mode: Mode,
     conversation: Conversation,
     /// The reply being synthesised, and what to do once it has all been queued.
@@ -121,6 +123,24 @@ impl std::fmt::Debug for AssistantCall {
     }
 }
 
+/// The message's free-form transcript, stored with it: after the call, off its hot path (waits for
+/// the model if the box has only just started).
+async fn transcribe_message(stt: Stt, store: Store, sid: CallSid, audio: Arc<Vec<i16>>) {
+    if tokio::time::timeout(Duration::from_secs(120), stt.loaded()).await.is_err() {
+        warn!(call = %sid, "voicemail not transcribed: the speech model is still loading");
+        return;
+    }
+    let text = tokio::task::spawn_blocking(move || stt.transcribe_free(&audio)).await.ok().flatten();
+    let Some(text) = text else {
+        warn!(call = %sid, "voicemail not transcribed: no speech model");
+        return;
+    };
+    info!(call = %sid, words = text.split_whitespace().count(), "voicemail transcribed");
+    if let Err(e) = store.voicemail_transcribed(sid.as_str(), &text).await {
+        warn!(call = %sid, "voicemail transcript not saved: {e}");
+    }
+}
+
 /// A short beep before recording.
 fn beep() -> Vec<i16> {
     tones(&[1000.0], 0.25, 9000.0)
@@ -128,13 +148,11 @@ fn beep() -> Vec<i16> {
 
 impl AssistantCall {
     pub fn new(kit: SpeechKit, sid: &CallSid) -> Self {
-        let vad = Vad::new(kit.vad);
+        let listener = Listener::new(kit.stt.clone(), kit.vad, kit.backlog);
         Self {
             kit,
             sid: sid.clone(),
-            lease: None,
-            pending_lease: None,
-            vad,
+            listener,
             mode: Mode::Waiting,
             conversation: Conversation::default(),
             speaking: None,
@@ -158,26 +176,6 @@ impl AssistantCall {
                 warn!(call = %sid, "transcript not saved: {e}");
             }
         });
-    }
-
-    /// Gets a recognizer: a warm one at once, else a new one made off the async runtime.
-    fn request_lease(&mut self) {
-        if let Some(lease) = self.kit.stt.try_lease() {
-            lease.wake(self.waker.clone());
-            self.lease = Some(lease);
-            return;
-        }
-        let (tx, rx) = oneshot::channel();
-        let (stt, waker) = (self.kit.stt.clone(), self.waker.clone());
-        tokio::task::spawn_blocking(move || {
-            let lease = stt.lease();
-            if let Some(lease) = &lease {
-                lease.wake(waker.clone());
-            }
-            let _ = tx.send(lease);
-            waker.notify_one();
-        });
-        self.pending_lease = Some(rx);
     }
 
     fn begin(&mut self, out: &mut Outbox) {
@@ -212,10 +210,11 @@ impl AssistantCall {
         }
         let dir = self.kit.voicemail_dir.clone();
         let path = dir.join(format!("{}-{}.wav", self.sid, crate::store::now_ms()));
-        let (store, sid) = (self.kit.store.clone(), self.sid.clone());
+        let (store, sid, stt) = (self.kit.store.clone(), self.sid.clone(), self.kit.stt.clone());
         tokio::spawn(async move {
+            let audio = Arc::new(audio);
             let written = {
-                let path = path.clone();
+                let (path, audio) = (path.clone(), audio.clone());
                 tokio::task::spawn_blocking(move || {
                     std::fs::create_dir_all(&dir)?;
                     crate::audio::wav::write(&path, 16000, &audio)
@@ -232,6 +231,7 @@ impl AssistantCall {
                 Ok(Err(e)) => warn!(call = %sid, "voicemail not saved to {}: {e}", path.display()),
                 Err(e) => warn!(call = %sid, "voicemail not saved: {e}"),
             }
+            transcribe_message(stt, store, sid, audio).await;
         });
     }
 
@@ -248,10 +248,6 @@ impl AssistantCall {
 
     fn answer(&mut self, heard: String, out: &mut Outbox) {
         info!(turn = self.turn, "caller said {:?}", heard);
-        let heard = match &self.kit.grammar {
-            Some(phrases) => crate::assistant::pick_phrase(&heard, phrases).map_or(heard.clone(), str::to_owned),
-            None => heard,
-        };
         self.log_turn("caller", &heard);
         if let Some(reply) = self.kit.assistant.understand(&heard, &self.conversation) {
             self.say(reply, &heard, out);
@@ -340,20 +336,73 @@ impl AssistantCall {
     }
 }
 
+/// One line per ten seconds for the whole box, however many calls lag.
+static LAGGING: Throttle = Throttle::new(Duration::from_secs(10));
+static MISSING: Throttle = Throttle::new(Duration::from_secs(10));
+
+impl AssistantCall {
+    /// The model is loaded (or failed) while the caller holds: start the conversation. A caller who
+    /// already spoke is answered first, without a greeting in the way.
+    fn model_arrived(&mut self, out: &mut Outbox) {
+        self.listener.try_lease();
+        if self.listener.pending() > 0 || self.listener.is_talking() {
+            info!("the caller spoke while holding: answering that first");
+            self.mode = Mode::Talking;
+            self.last_heard = Instant::now();
+        } else {
+            self.begin(out);
+        }
+    }
+
+    fn heard(&mut self, heard: Heard, out: &mut Outbox) {
+        match heard {
+            Heard::Partial(_) if out.is_playing() && self.listener.is_talking() => {
+                self.barge_in(out, "words recognised")
+            }
+            Heard::Partial(_) => {}
+            Heard::Final { text, lag, .. } => {
+                if lag > Duration::from_secs(1) {
+                    if let Some(more) = LAGGING.check() {
+                        warn!(
+                            "recognition is {:.1} s behind real time (backlog {:.1} s; {more} more such turns since the last line)",
+                            lag.as_secs_f64(),
+                            self.listener.backlog().as_secs_f64()
+                        );
+                    }
+                }
+                if !text.trim().is_empty() {
+                    self.answer(text, out);
+                }
+            }
+            Heard::Missed => {
+                let dropped = self.listener.take_dropped();
+                if let Some(more) = MISSING.check() {
+                    warn!(
+                        "recognition fell {} s behind: {:.1} s of the caller's speech let go, asked to repeat \
+                         ({more} more such turns since the last line)",
+                        self.kit.backlog.as_secs(),
+                        dropped as f64 * 0.02
+                    );
+                }
+                self.log_turn("caller", "[missed]");
+                out.play(&self.kit.prompts.missed, "missed");
+            }
+        }
+    }
+}
+
 impl Responder for AssistantCall {
     fn start(&mut self, out: &mut Outbox, waker: Arc<tokio::sync::Notify>) {
+        self.listener.set_waker(waker.clone());
         self.waker = waker;
         match self.kit.stt.state() {
-            ModelState::Ready => {
-                self.request_lease();
-                self.begin(out);
-            }
             ModelState::Loading => {
-                info!("speech model still loading: asking the caller to hold");
+                info!("speech model still loading: asking the caller to hold (and listening)");
                 out.play(&self.kit.prompts.one_moment, "one-moment");
             }
-            ModelState::Failed(_) => {
-                // No recognition: the DTMF menu and voicemail still work.
+            ModelState::Warming | ModelState::Ready | ModelState::Failed(_) => {
+                // Failed: no recognition, but the DTMF menu and voicemail still work.
+                self.listener.try_lease();
                 self.begin(out);
             }
         }
@@ -364,13 +413,10 @@ impl Responder for AssistantCall {
             audio.extend_from_slice(frame);
             return;
         }
-        if !matches!(self.mode, Mode::Talking) {
+        if matches!(self.mode, Mode::Closing) {
             return;
         }
-        if let Some(lease) = &self.lease {
-            lease.feed(frame);
-        }
-        match self.vad.push(frame) {
+        match self.listener.hear(frame) {
             Some(VadEvent::Onset) => {
                 self.last_heard = Instant::now();
                 self.barge_in(out, "caller speech");
@@ -378,9 +424,6 @@ impl Responder for AssistantCall {
             Some(VadEvent::End) => {
                 self.last_heard = Instant::now();
                 self.reprompted = false;
-                if let Some(lease) = &self.lease {
-                    lease.finish();
-                }
             }
             None => {}
         }
@@ -405,32 +448,14 @@ impl Responder for AssistantCall {
 
     fn poll(&mut self, out: &mut Outbox) {
         if matches!(self.mode, Mode::Waiting) && self.kit.stt.state() != ModelState::Loading {
-            if self.kit.stt.state() == ModelState::Ready {
-                self.request_lease();
-            }
-            self.begin(out);
+            self.model_arrived(out);
         }
-        if let Some(rx) = self.pending_lease.as_mut() {
-            match rx.try_recv() {
-                Ok(lease) => {
-                    self.lease = lease;
-                    self.pending_lease = None;
-                }
-                Err(oneshot::error::TryRecvError::Closed) => self.pending_lease = None,
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
+        if !self.listener.has_recognizer() && self.kit.stt.state().can_hear() {
+            self.listener.try_lease();
         }
-        while let Some(heard) = self.lease.as_ref().and_then(Lease::poll) {
-            if !matches!(self.mode, Mode::Talking) {
-                continue;
-            }
-            match heard {
-                Heard::Partial(_) if out.is_playing() && self.vad.is_talking() => {
-                    self.barge_in(out, "words recognised")
-                }
-                Heard::Partial(_) => {}
-                Heard::Final { text, .. } if !text.trim().is_empty() => self.answer(text, out),
-                Heard::Final { .. } => {}
+        while let Some(heard) = self.listener.poll() {
+            if matches!(self.mode, Mode::Talking) {
+                self.heard(heard, out);
             }
         }
         if let Some((heard, rx)) = self.pending_llm.as_mut() {
@@ -452,7 +477,8 @@ impl Responder for AssistantCall {
         let idle = matches!(self.mode, Mode::Talking)
             && !out.is_playing()
             && self.speaking.is_none()
-            && !self.vad.is_talking();
+            && self.listener.pending() == 0
+            && !self.listener.is_talking();
         if idle && !self.reprompted && self.last_heard.elapsed() > self.kit.reprompt_after {
             self.reprompted = true;
             out.play(&self.kit.prompts.reprompt, "reprompt");

@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX callouts_due ON callouts(state, next_try);
     CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    "ALTER TABLE calls ADD COLUMN voicemail_transcript TEXT;",
 ];
 
 /// A call-out the box was asked to place (now, or queued until the phone network is back).
@@ -168,6 +169,8 @@ pub struct CallRecord {
     pub reason: Option<String>,
     /// The recorded message, if the caller left one.
     pub voicemail: Option<String>,
+    /// What the caller said in the message (free-form recognition, made after the call).
+    pub voicemail_transcript: Option<String>,
     /// A missed call or voicemail nobody has heard yet (lights the missed-call LED).
     pub waiting: bool,
 }
@@ -345,6 +348,16 @@ impl Store {
         .map(drop)
     }
 
+    /// Stores the free-form transcript of the call's message.
+    pub async fn voicemail_transcribed(&self, sid: &str, text: &str) -> Result<(), StoreError> {
+        let (sid, text) = (sid.to_owned(), text.to_owned());
+        self.run(move |c| {
+            c.execute("UPDATE calls SET voicemail_transcript = ?2 WHERE call_sid = ?1", params![sid, text])
+        })
+        .await
+        .map(drop)
+    }
+
     /// Marks a call as waiting to be heard (missed, or a message was left).
     pub async fn mark_waiting(&self, sid: &str) -> Result<(), StoreError> {
         let sid = sid.to_owned();
@@ -509,7 +522,7 @@ impl Store {
 }
 
 const SELECT: &str = "SELECT call_sid, direction, from_number, to_number, created_at, answered_at, ended_at,
-    duration_ms, outcome, reason, voicemail, waiting FROM calls";
+    duration_ms, outcome, reason, voicemail, waiting, voicemail_transcript FROM calls";
 
 const SELECT_CALLOUT: &str = "SELECT id, contact, number, emergency, created_at, deadline, attempts, state, call_sid,
     last_error FROM callouts";
@@ -543,6 +556,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         reason: row.get(9)?,
         voicemail: row.get(10)?,
         waiting: row.get(11)?,
+        voicemail_transcript: row.get(12)?,
     })
 }
 

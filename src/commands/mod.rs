@@ -1,0 +1,24 @@
+//! The bodies of `voca`'s subcommands other than `run` (which is `app::run`): one module each.
+//! `main.rs` parses the command line and dispatches here.
+
+pub mod calls;
+pub mod models;
+pub mod phone;
+pub mod simulate;
+pub mod transcribe;
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+
+/// `voca check`: one line per check; fails if a required check fails.
+pub async fn check(config: &Config) -> ExitCode {
+    println!("VOCA Box self-check ({} {})", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    let report = crate::check::run(config, |outcome| println!("{outcome}")).await;
+    println!("{}", report.summary());
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

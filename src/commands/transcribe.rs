@@ -1,0 +1,47 @@
+//! `voca transcribe FILE`: a recording (any PCM WAV) through the box's own listening loop, at full
+//! speed, one line per utterance.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::assistant::Assistant;
+use crate::audio::vad::VadConfig;
+use crate::config::Config;
+use crate::speech::stt::{ModelState, Stt, SttOptions};
+use crate::speech::tts::Tts;
+
+/// One transcript per utterance of `audio` (16 kHz), recognised as a call would be: the same
+/// recognition mode, a recognizer warmed with the same audio as the box's (its greeting), the same
+/// endpointing.
+pub async fn utterances(config: &Config, audio: Vec<i16>) -> anyhow::Result<Vec<String>> {
+    let speech = config.speech.clone();
+    let tts = tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await??;
+    let assistant = Assistant::new(config);
+    let warm_up = tts.render(&assistant.greeting).await;
+    let stt = Stt::start(SttOptions::new(config, &assistant, 1, warm_up));
+    if let ModelState::Failed(why) = stt.ready().await {
+        anyhow::bail!("{why}");
+    }
+    let vad = VadConfig {
+        hangover: config.speech.endpoint_hangover.into(),
+        min_speech: config.speech.min_speech.into(),
+        ..VadConfig::default()
+    };
+    // Feeding and waiting for results block: off the runtime. The recognizer thread is joined
+    // (with `stt`) before the process tears libvosk down.
+    let texts = tokio::task::spawn_blocking(move || crate::speech::listen::transcribe(&stt, vad, &audio))
+        .await
+        .context("the transcription crashed")??;
+    Ok(texts)
+}
+
+pub async fn run(config: &Config, path: &Path) -> anyhow::Result<ExitCode> {
+    let file = path.to_path_buf();
+    let audio = tokio::task::spawn_blocking(move || crate::audio::wav::read_at(&file, 16000)).await??;
+    for text in utterances(config, audio).await? {
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

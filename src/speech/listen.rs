@@ -1,0 +1,186 @@
+//! Listening: voice activity detection from the first frame, the utterances it finds queued on the
+//! listener's [`Ear`] (model or not), and a recognizer leased as soon as there is one. Calls,
+//! push-to-talk and `voca transcribe` all listen through this one loop.
+//!
+//! Only speech reaches the recognizer: a short pre-roll before each onset, the utterance, and its
+//! hangover. Silence between turns (most of a call) costs no decoding at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use heapless::Deque;
+use thiserror::Error;
+
+use super::stt::{Ear, Heard, Lease, Stt};
+use crate::audio::vad::{Vad, VadConfig, VadEvent};
+
+const FRAME_16K: usize = 320;
+/// Frames kept from before an onset (the onset fires `min_speech` into the speech): 400 ms.
+const PREROLL: usize = 20;
+
+/// One listener: a call, the push-to-talk button, a recording.
+pub struct Listener {
+    stt: Stt,
+    vad: Vad,
+    ear: Arc<Ear>,
+    lease: Option<Lease>,
+    preroll: Deque<[i16; FRAME_16K], PREROLL>,
+    /// Utterances handed to the ear whose result has not come back yet.
+    pending: usize,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("ear", &self.ear).field("pending", &self.pending).finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// A listener that keeps at most `backlog` of speech waiting for a recognizer.
+    pub fn new(stt: Stt, vad: VadConfig, backlog: Duration) -> Self {
+        let mut listener =
+            Self { stt, vad: Vad::new(vad), ear: Ear::new(backlog), lease: None, preroll: Deque::new(), pending: 0 };
+        listener.try_lease();
+        listener
+    }
+
+    /// Wakes `waker` whenever a result is ready.
+    pub fn set_waker(&self, waker: Arc<tokio::sync::Notify>) {
+        self.ear.set_waker(waker);
+    }
+
+    /// Leases a recognizer if there is none yet and the model is loaded; true once one serves.
+    pub fn try_lease(&mut self) -> bool {
+        if self.lease.is_none() {
+            self.lease = self.stt.lease(self.ear.clone());
+        }
+        self.lease.is_some()
+    }
+
+    pub fn has_recognizer(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    pub fn is_talking(&self) -> bool {
+        self.vad.is_talking()
+    }
+
+    /// Utterances heard whose transcript has not come back yet.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// How much speech waits for the recognizer.
+    pub fn backlog(&self) -> Duration {
+        self.ear.backlog()
+    }
+
+    /// Frames let go to the bound since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.ear.take_dropped()
+    }
+
+    /// Hears 20 ms of 16 kHz audio: runs the VAD and queues speech for the recognizer.
+    pub fn hear(&mut self, frame: &[i16; FRAME_16K]) -> Option<VadEvent> {
+        let event = self.vad.push(frame);
+        match event {
+            Some(VadEvent::Onset) => {
+                while let Some(before) = self.preroll.pop_front() {
+                    self.ear.push(&before);
+                }
+                self.ear.push(frame);
+            }
+            Some(VadEvent::End) => {
+                self.ear.push(frame);
+                self.ear.end_utterance();
+                self.pending += 1;
+            }
+            None if self.vad.is_talking() => self.ear.push(frame),
+            None => {
+                if self.preroll.is_full() {
+                    self.preroll.pop_front();
+                }
+                let _ = self.preroll.push_back(*frame);
+            }
+        }
+        event
+    }
+
+    /// Ends the utterance in progress, if any (the recording ended mid-speech).
+    pub fn flush(&mut self) {
+        if self.vad.is_talking() {
+            self.vad = Vad::new(self.vad.config());
+            self.ear.end_utterance();
+            self.pending += 1;
+        }
+    }
+
+    /// Queues a whole recording as one utterance (push-to-talk: the button marks its ends).
+    pub fn utterance(&mut self, audio: &[i16]) {
+        let mut frame = [0i16; FRAME_16K];
+        for chunk in audio.chunks(FRAME_16K) {
+            frame.fill(0);
+            frame[..chunk.len()].copy_from_slice(chunk);
+            self.ear.push(&frame);
+        }
+        self.ear.end_utterance();
+        self.pending += 1;
+    }
+
+    /// The next result, if any, without waiting.
+    pub fn poll(&mut self) -> Option<Heard> {
+        let heard = self.ear.poll()?;
+        if matches!(heard, Heard::Final { .. } | Heard::Missed) {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        Some(heard)
+    }
+
+    /// Waits for the next result (recordings; never on the async runtime).
+    pub fn wait(&mut self, timeout: Duration) -> Option<Heard> {
+        let heard = self.ear.wait(timeout)?;
+        if matches!(heard, Heard::Final { .. } | Heard::Missed) {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        Some(heard)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum TranscribeError {
+    #[error("the speech model is not available: {0}")]
+    Model(String),
+    #[error("the recognizer stopped answering after {heard} of {utterances} utterance(s)")]
+    Stalled { heard: usize, utterances: usize },
+}
+
+/// Runs a recording (16 kHz) through the box's listening loop at full speed, losing nothing (the
+/// ear holds the whole recording): one transcript per utterance, in order. Blocking: call it off
+/// the async runtime, once the model is loaded.
+pub fn transcribe(stt: &Stt, vad: VadConfig, audio: &[i16]) -> Result<Vec<String>, TranscribeError> {
+    let whole = Duration::from_millis(audio.len() as u64 / 16 + 1000);
+    let mut listener = Listener::new(stt.clone(), vad, whole);
+    if !listener.try_lease() {
+        return Err(TranscribeError::Model(stt.state().as_str().into()));
+    }
+    let mut frame = [0i16; FRAME_16K];
+    for chunk in audio.chunks(FRAME_16K) {
+        frame.fill(0);
+        frame[..chunk.len()].copy_from_slice(chunk);
+        listener.hear(&frame);
+    }
+    listener.flush();
+    let utterances = listener.pending();
+    // Generous: a slow recognizer still gets a minute plus twice the recording.
+    let patience = Duration::from_secs(60) + whole * 2;
+    let mut texts = Vec::with_capacity(utterances);
+    while listener.pending() > 0 {
+        match listener.wait(patience) {
+            Some(Heard::Final { text, .. }) => texts.push(text),
+            Some(Heard::Missed) => texts.push(String::new()),
+            Some(Heard::Partial(_)) => {}
+            None => return Err(TranscribeError::Stalled { heard: texts.len(), utterances }),
+        }
+    }
+    Ok(texts)
+}
