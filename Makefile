@@ -82,10 +82,11 @@ cross-test: deps ## the configuration unit tests, cross-compiled and run under q
 	@scripts/setup.sh cross-aarch64
 	$(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
 
-bench: test-model ## criterion benchmarks of the phone path, the concurrent-call load, speech turn latency
+bench: test-model ## criterion benchmarks of the phone path, the concurrent-call load, speech turns, concurrent assistant calls
 	cargo bench --locked --bench phone_path
 	cargo bench --locked --bench load
 	cargo bench --locked --bench speech
+	cargo bench --locked --bench assistant
 
 clean: ## remove build output (keeps downloads in .cache and installed models)
 	cargo clean

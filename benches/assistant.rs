@@ -95,6 +95,7 @@ impl BoxProcess {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("VOCA_DEVICE_PLAYBACK", "null")
             .env("VOCA_DEVICE_CAPTURE", "null")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -148,6 +149,13 @@ impl BoxProcess {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
             / 1024.0
+    }
+
+    /// Keeps the box's log as `target/assistant-bench/NAME.log` (RUST_LOG=voca=debug adds turn timings).
+    fn keep_log(&self, name: &str) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/assistant-bench");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::copy(&self.log, dir.join(format!("{name}.log")));
     }
 
     fn log_lines(&self, needle: &str) -> usize {
@@ -224,6 +232,7 @@ fn concurrent(steps: &[usize], rt: &tokio::runtime::Runtime) {
             (rss_peak - rss0).max(0.0) / n as f64,
             b.log_lines(""),
         );
+        b.keep_log(&format!("calls-{n}"));
     }
     println!("  (answered: turns with a spoken reply / turns asked, then calls with every turn answered)");
 }

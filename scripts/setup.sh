@@ -97,7 +97,7 @@ host_target() { rustc -vV | sed -n 's/^host: //p'; }
 
 case "${1:-}" in
   host)
-    apt_install pkg-config libasound2-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates \
+    apt_install pkg-config libasound2-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates curl \
       python3-pip python3-venv
     ;;
   vosk)

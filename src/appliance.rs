@@ -18,14 +18,14 @@ use tracing::{info, warn};
 
 use crate::assistant::{Action, Assistant, Conversation};
 use crate::audio::device::{FaultReporter, Microphone, Role, Speaker};
+use crate::audio::vad::VadConfig;
 use crate::call::registry::Registry;
 use crate::callout::{CallOut, Update};
 use crate::config::Contact;
 use crate::events::{Activity, StateBus};
 use crate::panel::{ButtonEvent, ButtonRole, Panel, Press};
-use crate::speech::prompts::Language;
-use crate::audio::vad::VadConfig;
 use crate::speech::listen::Listener;
+use crate::speech::prompts::Language;
 use crate::speech::stt::{Heard, Stt};
 use crate::speech::tts::Tts;
 use crate::store::Store;

@@ -495,9 +495,11 @@ fn unknown_key(key: &str, defaults: &Table, origins: &Origins) -> ConfigError {
         defaults.keys().cloned().collect()
     };
     let hint = match key {
-        "speech.grammar" => "replaced by `speech.recognition`: \"grammar-first\" (the default: the assistant's phrases, \
+        "speech.grammar" => {
+            "replaced by `speech.recognition`: \"grammar-first\" (the default: the assistant's phrases, \
                              then free-form), \"grammar\" (phrases only) or \"free\""
-            .to_owned(),
+                .to_owned()
+        }
         _ => format!("expected one of {}", known.join(", ")),
     };
     let key = toml_path(key);

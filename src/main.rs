@@ -117,4 +117,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

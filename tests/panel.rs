@@ -510,8 +510,12 @@ async fn an_unanswered_ring_goes_to_voicemail_which_the_box_then_plays() {
     let path = PathBuf::from(waiting[0].voicemail.clone().expect("voicemail saved"));
     let recorded = voca::audio::wav::read(&path).expect("wav");
     assert!(contains_tone(&recorded.samples, 700.0, f64::from(recorded.rate)), "the message is the caller's audio");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(leds.lock().expect("leds").last().expect("leds")["missed"], "solid", "the missed-call LED is lit");
+    let lit = || leds.lock().expect("leds").last().is_some_and(|l| l["missed"] == "solid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lit() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lit(), "the missed-call LED is lit");
 
     // A press plays it on the speaker and the LED goes out.
     let before = rig.speaker().len();
@@ -520,10 +524,21 @@ async fn an_unanswered_ring_goes_to_voicemail_which_the_box_then_plays() {
         .await
         .expect("heard")
         .expect("bus");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The speaker thread writes what it was given within a period or two: wait for the tone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let played = loop {
+        let played = rig.speaker()[before.min(rig.speaker().len())..].to_vec();
+        if contains_tone(&played, 700.0, RATE) || std::time::Instant::now() > deadline {
+            break played;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(contains_tone(&played, 700.0, RATE), "the voicemail played on the speaker");
+    let off = || leds.lock().expect("leds").last().is_some_and(|l| l["missed"] == "off");
+    while !off() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     watcher.abort();
-    let played = &rig.speaker()[before.min(rig.speaker().len())..];
-    assert!(contains_tone(played, 700.0, RATE), "the voicemail played on the speaker");
     let seen = leds.lock().expect("leds").clone();
     let missed: Vec<String> = seen.iter().map(|l| l["missed"].as_str().unwrap_or("?").to_owned()).collect();
     assert!(is_subsequence(&["off", "solid", "off"], &missed), "{missed:?}");

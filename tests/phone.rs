@@ -289,6 +289,8 @@ async fn twenty_calls_at_once_each_get_their_own_conversation() {
             call.audio = voice(1.0);
             let digit = char::from(b'0' + (i % 10) as u8);
             call.dtmf = vec![(Duration::from_millis(1000), digit)];
+            // Time for the key's tone to play and its mark to come back, however busy the machine.
+            call.linger = Duration::from_secs(5);
             call
         })
         .collect();

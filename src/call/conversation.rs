@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::responder::{tones, Frame16k, Outbox, Responder};
 use crate::assistant::llm::Llm;
@@ -18,9 +18,9 @@ use crate::assistant::{Action, Assistant, Conversation, Reply};
 use crate::audio::vad::{VadConfig, VadEvent};
 use crate::speech::listen::Listener;
 use crate::speech::stt::{Heard, ModelState, Stt};
-use crate::telemetry::Throttle;
 use crate::speech::tts::{Speech, Tts};
 use crate::store::Store;
+use crate::telemetry::Throttle;
 use crate::twilio::media::CallSid;
 
 /// Fixed prompts, rendered once at start-up (16 kHz).
@@ -109,6 +109,8 @@ pub struct AssistantCall {
     speaking: Option<(Speech, Action)>,
     pending_llm: Option<(String, oneshot::Receiver<Option<String>>)>,
     last_heard: Instant,
+    /// When the last transcript arrived (for the turn's timing line).
+    heard_at: Option<Instant>,
     reprompted: bool,
     turn: u32,
     /// Wakes the session when a result (transcript, speech, LLM answer, recognizer) is ready.
@@ -158,6 +160,7 @@ impl AssistantCall {
             speaking: None,
             pending_llm: None,
             last_heard: Instant::now(),
+            heard_at: None,
             reprompted: false,
             turn: 0,
             waker: Arc::default(),
@@ -306,7 +309,16 @@ impl AssistantCall {
         let Some((speech, _)) = self.speaking.as_mut() else { return };
         loop {
             match speech.chunks.try_recv() {
-                Ok(chunk) => out.play(&chunk, &format!("reply-{}", self.turn)),
+                Ok(chunk) => {
+                    if let Some(heard) = self.heard_at.take() {
+                        debug!(
+                            turn = self.turn,
+                            ms = heard.elapsed().as_millis() as u64,
+                            "transcript -> first reply audio"
+                        );
+                    }
+                    out.play(&chunk, &format!("reply-{}", self.turn))
+                }
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
                     if let Some((_, Action::Call(name))) = self.speaking.take() {
@@ -344,8 +356,8 @@ impl AssistantCall {
     /// The model is loaded (or failed) while the caller holds: start the conversation. A caller who
     /// already spoke is answered first, without a greeting in the way.
     fn model_arrived(&mut self, out: &mut Outbox) {
-        self.listener.try_lease();
-        if self.listener.pending() > 0 || self.listener.is_talking() {
+        let spoke = self.listener.pending() > 0 || self.listener.is_talking();
+        if self.listener.try_lease() && spoke {
             info!("the caller spoke while holding: answering that first");
             self.mode = Mode::Talking;
             self.last_heard = Instant::now();
@@ -360,7 +372,9 @@ impl AssistantCall {
                 self.barge_in(out, "words recognised")
             }
             Heard::Partial(_) => {}
-            Heard::Final { text, lag, .. } => {
+            Heard::Final { text, lag, decode, pass } => {
+                debug!(?pass, decode_ms = decode.as_millis() as u64, lag_ms = lag.as_millis() as u64, "transcript");
+                self.heard_at = Some(Instant::now());
                 if lag > Duration::from_secs(1) {
                     if let Some(more) = LAGGING.check() {
                         warn!(
@@ -395,6 +409,11 @@ impl Responder for AssistantCall {
     fn start(&mut self, out: &mut Outbox, waker: Arc<tokio::sync::Notify>) {
         self.listener.set_waker(waker.clone());
         self.waker = waker;
+        if self.kit.voicemail_only {
+            // Taking a message needs no speech model: never make a caller hold for it.
+            self.begin(out);
+            return;
+        }
         match self.kit.stt.state() {
             ModelState::Loading => {
                 info!("speech model still loading: asking the caller to hold (and listening)");
@@ -450,7 +469,7 @@ impl Responder for AssistantCall {
         if matches!(self.mode, Mode::Waiting) && self.kit.stt.state() != ModelState::Loading {
             self.model_arrived(out);
         }
-        if !self.listener.has_recognizer() && self.kit.stt.state().can_hear() {
+        if matches!(self.mode, Mode::Talking) && !self.listener.has_recognizer() && self.kit.stt.state().can_hear() {
             self.listener.try_lease();
         }
         while let Some(heard) = self.listener.poll() {

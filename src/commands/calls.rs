@@ -31,4 +31,3 @@ pub async fn list(config: &Config, limit: usize, json: bool) -> anyhow::Result<E
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -37,4 +37,3 @@ pub async fn hang_up(config: &Config, sid: &str) -> anyhow::Result<ExitCode> {
     println!("{}: {}", call.sid, call.status.as_deref().unwrap_or("completed"));
     Ok(ExitCode::SUCCESS)
 }
-

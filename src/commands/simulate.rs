@@ -68,4 +68,3 @@ pub async fn run(config: &Config, args: SimulateArgs) -> anyhow::Result<ExitCode
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(if result.webhook_status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
-

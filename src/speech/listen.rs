@@ -36,12 +36,10 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    /// A listener that keeps at most `backlog` of speech waiting for a recognizer.
+    /// A listener that keeps at most `backlog` of speech waiting for a recognizer. It has none
+    /// until [`Listener::try_lease`] gets one.
     pub fn new(stt: Stt, vad: VadConfig, backlog: Duration) -> Self {
-        let mut listener =
-            Self { stt, vad: Vad::new(vad), ear: Ear::new(backlog), lease: None, preroll: Deque::new(), pending: 0 };
-        listener.try_lease();
-        listener
+        Self { stt, vad: Vad::new(vad), ear: Ear::new(backlog), lease: None, preroll: Deque::new(), pending: 0 }
     }
 
     /// Wakes `waker` whenever a result is ready.
@@ -183,4 +181,44 @@ pub fn transcribe(stt: &Stt, vad: VadConfig, audio: &[i16]) -> Result<Vec<String
         }
     }
     Ok(texts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::speech::stt::{Recognition, SttOptions};
+
+    fn no_model() -> Stt {
+        Stt::start(SttOptions {
+            model: "/nonexistent/model".into(),
+            recognition: Recognition::GrammarFirst,
+            phrases: Vec::new(),
+            warm: 0,
+            warm_up: Vec::new(),
+        })
+    }
+
+    fn frames(listener: &mut Listener, level: i16, n: usize) -> Vec<VadEvent> {
+        let tone: [i16; FRAME_16K] = std::array::from_fn(|i| if i % 2 == 0 { level } else { -level });
+        (0..n).filter_map(|_| listener.hear(&tone)).collect()
+    }
+
+    #[test]
+    fn only_speech_is_kept_with_its_preroll_and_every_end_is_counted() {
+        let mut listener = Listener::new(no_model(), VadConfig::default(), Duration::from_secs(30));
+        assert!(frames(&mut listener, 0, 200).is_empty());
+        assert_eq!(listener.backlog(), Duration::ZERO, "four seconds of silence cost nothing");
+        // 1 s of speech: onset after 200 ms, then 500 ms of hangover ends it.
+        assert_eq!(frames(&mut listener, 5000, 50), [VadEvent::Onset]);
+        assert_eq!(frames(&mut listener, 0, 40), [VadEvent::End]);
+        assert_eq!(listener.pending(), 1);
+        // The speech, its pre-roll (400 ms) and the hangover up to the end (500 ms) wait.
+        assert_eq!(listener.backlog(), Duration::from_millis(20 * (50 + PREROLL as u64 - 9 + 25)));
+        // A recording that stops mid-word still ends its utterance.
+        assert_eq!(frames(&mut listener, 5000, 20), [VadEvent::Onset]);
+        listener.flush();
+        assert_eq!(listener.pending(), 2);
+        assert!(!listener.is_talking());
+        assert!(!listener.try_lease(), "no model: no recognizer, and nothing lost meanwhile");
+    }
 }

@@ -7,14 +7,18 @@
 //! Only past the ear's bound is audio let go, oldest first, and the utterance it belonged to comes
 //! back as [`Heard::Missed`] so the caller can be asked to say it again.
 
-use std::collections::VecDeque;
+mod decode;
+mod ear;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use super::models;
+use decode::{join, text_of, Recognizers};
+pub use ear::Ear;
 
 #[derive(Debug, Error)]
 pub enum SttError {
@@ -57,6 +61,25 @@ pub fn load_model(path: &Path) -> Result<LoadedModel, SttError> {
     Ok(LoadedModel { model, took: started.elapsed(), unknown_word })
 }
 
+/// The phrases whose every word the model knows (a grammar silently loses the others' unknown words,
+/// which would make them match what was never said). Says once what it leaves out.
+fn hearable(loaded: &mut LoadedModel, phrases: Vec<String>) -> Vec<String> {
+    let (known, unknown): (Vec<String>, Vec<String>) =
+        phrases.into_iter().partition(|p| p.split_whitespace().all(|w| loaded.model.find_word(w).is_some()));
+    if !unknown.is_empty() {
+        tracing::warn!(
+            "the speech model does not know every word of {} phrase(s), left out of the grammar (free-form still hears them): {unknown:?}",
+            unknown.len()
+        );
+    }
+    if loaded.unknown_word.is_none() && !known.is_empty() {
+        tracing::warn!(
+            "the speech model has no unknown-word token: in grammar mode, speech outside the grammar is placed on the nearest phrase"
+        );
+    }
+    known
+}
+
 /// How the box recognises speech (`speech.recognition`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -97,345 +120,9 @@ pub enum Heard {
 pub static SLOW_DOWN_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 const FRAME_16K: usize = 320;
-/// Partials are looked at every 200 ms.
-const PARTIAL_EVERY: u32 = 10;
-/// A grammar-first utterance longer than this is decoded free-form only from its first minute.
-const SECOND_PASS_MAX: usize = 16000 * 60;
-
-enum Item {
-    Audio([i16; FRAME_16K]),
-    /// The utterance is over; when it was said to be.
-    End(Instant),
-    /// The utterance lost audio to the bound: answer it with [`Heard::Missed`].
-    Missed,
-}
-
-struct Queue {
-    items: VecDeque<Item>,
-    /// Audio frames among `items`.
-    audio: usize,
-    /// At most this many audio frames wait.
-    bound: usize,
-    /// The utterance still being spoken has lost audio (its end becomes `Missed`).
-    open_lost: bool,
-    /// Frames let go since the last [`Ear::take_dropped`].
-    dropped: u64,
-    results: VecDeque<Heard>,
-    waker: Option<Arc<tokio::sync::Notify>>,
-    /// No worker may take more from this ear (its lease ended).
-    detached: bool,
-}
-
-/// One listener's recognition queue: 20 ms frames and utterance ends in, transcripts out. The
-/// listener owns it from its first frame; a worker serves it once leased ([`Stt::lease`]).
-pub struct Ear {
-    queue: Mutex<Queue>,
-    changed: Condvar,
-}
-
-impl std::fmt::Debug for Ear {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let q = self.lock();
-        f.debug_struct("Ear").field("queued_frames", &q.audio).field("bound", &q.bound).finish()
-    }
-}
-
-impl Ear {
-    /// An ear that keeps at most `bound` of audio waiting.
-    pub fn new(bound: Duration) -> Arc<Self> {
-        let frames = (bound.as_millis() / 20).max(1) as usize;
-        Arc::new(Self {
-            queue: Mutex::new(Queue {
-                // Room for the bound and a few markers, allocated once.
-                items: VecDeque::with_capacity(frames.min(16_384) + 16),
-                audio: 0,
-                bound: frames,
-                open_lost: false,
-                dropped: 0,
-                results: VecDeque::new(),
-                waker: None,
-                detached: false,
-            }),
-            changed: Condvar::new(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues 20 ms of 16 kHz audio. Never blocks: past the bound the oldest frame is let go.
-    pub fn push(&self, frame: &[i16; FRAME_16K]) {
-        let mut q = self.lock();
-        if q.audio >= q.bound {
-            q.drop_oldest();
-        }
-        q.audio += 1;
-        q.items.push_back(Item::Audio(*frame));
-        drop(q);
-        self.changed.notify_one();
-    }
-
-    /// The utterance is over: its transcript (or `Missed`) will follow. Never dropped.
-    pub fn end_utterance(&self) {
-        let mut q = self.lock();
-        let item = if std::mem::take(&mut q.open_lost) { Item::Missed } else { Item::End(Instant::now()) };
-        q.items.push_back(item);
-        drop(q);
-        self.changed.notify_one();
-    }
-
-    /// Wakes `waker` whenever a result is ready.
-    pub fn set_waker(&self, waker: Arc<tokio::sync::Notify>) {
-        self.lock().waker = Some(waker);
-    }
-
-    /// The next result, if any, without waiting.
-    pub fn poll(&self) -> Option<Heard> {
-        self.lock().results.pop_front()
-    }
-
-    /// Waits for the next result (recordings, tests, benchmarks; never on the async runtime).
-    pub fn wait(&self, timeout: Duration) -> Option<Heard> {
-        let deadline = Instant::now() + timeout;
-        let mut q = self.lock();
-        loop {
-            if let Some(heard) = q.results.pop_front() {
-                return Some(heard);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            q = self.changed.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
-        }
-    }
-
-    /// How much audio waits for the recognizer.
-    pub fn backlog(&self) -> Duration {
-        Duration::from_millis(self.lock().audio as u64 * 20)
-    }
-
-    /// Frames let go to the bound since the last call.
-    pub fn take_dropped(&self) -> u64 {
-        std::mem::take(&mut self.lock().dropped)
-    }
-
-    fn answer(&self, heard: Heard) {
-        let waker = {
-            let mut q = self.lock();
-            q.results.push_back(heard);
-            q.waker.clone()
-        };
-        self.changed.notify_all();
-        if let Some(w) = waker {
-            w.notify_one();
-        }
-    }
-
-    /// The next item for the worker; `None` once the ear is detached.
-    fn next_item(&self) -> Option<Item> {
-        let mut q = self.lock();
-        loop {
-            if q.detached {
-                return None;
-            }
-            if let Some(item) = q.items.pop_front() {
-                if matches!(item, Item::Audio(_)) {
-                    q.audio -= 1;
-                }
-                return Some(item);
-            }
-            q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn detach(&self) {
-        self.lock().detached = true;
-        self.changed.notify_all();
-    }
-}
-
-impl Queue {
-    /// Lets the oldest waiting frame go and marks its utterance as missed.
-    fn drop_oldest(&mut self) {
-        let Some(at) = self.items.iter().position(|i| matches!(i, Item::Audio(_))) else { return };
-        self.items.remove(at);
-        self.audio -= 1;
-        self.dropped += 1;
-        match self.items.iter_mut().skip(at).find(|i| !matches!(i, Item::Audio(_))) {
-            Some(end @ Item::End(_)) => *end = Item::Missed,
-            Some(_) => {}
-            None => self.open_lost = true,
-        }
-    }
-}
-
-/// The recognizers one worker runs, for the configured [`Recognition`].
-struct Recognizers {
-    /// The closed grammar's recognizer and its phrases.
-    grammar: Option<(vosk::Recognizer, Arc<Vec<String>>)>,
-    free: Option<vosk::Recognizer>,
-    unknown_word: Option<&'static str>,
-    /// Grammar-first: the utterance's audio, for a free-form second pass.
-    utterance: Vec<i16>,
-    /// Text VOSK finalised on its own inside the utterance (its endpointer), kept until the end.
-    said: String,
-    frames: u32,
-    last_partial: String,
-}
-
-fn text_of(result: vosk::CompleteResult<'_>) -> String {
-    result.single().map(|r| r.text.to_owned()).unwrap_or_default()
-}
-
-fn join(a: &str, b: &str) -> String {
-    [a, b].iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
-}
-
-impl Recognizers {
-    fn new(shared: &Shared) -> Option<Self> {
-        let grammar = match (&shared.grammar, shared.recognition) {
-            (Some(phrases), Recognition::Grammar | Recognition::GrammarFirst) => {
-                Some((vosk::Recognizer::new_with_grammar(&shared.model, 16000.0, phrases)?, shared.phrases.clone()))
-            }
-            _ => None,
-        };
-        let free = match (shared.recognition, &grammar) {
-            (Recognition::Grammar, Some(_)) => None,
-            _ => Some(vosk::Recognizer::new(&shared.model, 16000.0)?),
-        };
-        let second_pass = grammar.is_some() && free.is_some();
-        Some(Self {
-            grammar,
-            free,
-            unknown_word: shared.unknown_word,
-            utterance: Vec::with_capacity(if second_pass { 16000 * 10 } else { 0 }),
-            said: String::new(),
-            frames: 0,
-            last_partial: String::new(),
-        })
-    }
-
-    /// The recognizer that hears every frame as it comes.
-    fn live(&mut self) -> &mut vosk::Recognizer {
-        match (&mut self.grammar, &mut self.free) {
-            (Some((g, _)), _) => g,
-            (None, Some(f)) => f,
-            (None, None) => unreachable!("a worker has at least one recognizer"),
-        }
-    }
-
-    fn second_pass(&self) -> bool {
-        self.grammar.is_some() && self.free.is_some()
-    }
-
-    /// Feeds a frame; returns a new partial transcript every 200 ms when it changed.
-    fn accept(&mut self, frame: &[i16]) -> Option<String> {
-        if self.second_pass() && self.utterance.len() < SECOND_PASS_MAX {
-            self.utterance.extend_from_slice(frame);
-        }
-        let rec = self.live();
-        if let Ok(vosk::DecodingState::Finalized) = rec.accept_waveform(frame) {
-            // VOSK's own endpointer closed a segment inside the utterance: keep its words.
-            let text = text_of(rec.result());
-            self.said = join(&self.said, &text);
-        }
-        self.frames += 1;
-        if self.frames % PARTIAL_EVERY != 0 {
-            return None;
-        }
-        let live = self.live().partial_result().partial.to_owned();
-        let partial = join(&self.said, &live);
-        if partial.is_empty() || partial == self.last_partial {
-            return None;
-        }
-        self.last_partial.clone_from(&partial);
-        Some(partial)
-    }
-
-    /// The utterance is over: its transcript.
-    fn finish(&mut self) -> (String, Pass) {
-        let tail = text_of(self.live().final_result());
-        let heard = join(&std::mem::take(&mut self.said), &tail);
-        self.frames = 0;
-        self.last_partial.clear();
-        let audio = std::mem::take(&mut self.utterance);
-        let Some((_, phrases)) = &self.grammar else { return (heard, Pass::Free) };
-        let unknown = self.unknown_word.is_some_and(|u| heard.split(' ').any(|w| w == u));
-        let placed = crate::assistant::pick_phrase(&heard, phrases).map(str::to_owned);
-        tracing::debug!(grammar = %heard, placed = ?placed, "grammar pass");
-        let result = match (placed, &mut self.free) {
-            (Some(phrase), _) if !unknown => (phrase, Pass::Phrase),
-            (_, Some(free)) if !audio.is_empty() => {
-                for chunk in audio.chunks(FRAME_16K * 10) {
-                    if let Ok(vosk::DecodingState::Finalized) = free.accept_waveform(chunk) {
-                        self.said = join(&self.said, &text_of(free.result()));
-                    }
-                }
-                let text = join(&std::mem::take(&mut self.said), &text_of(free.final_result()));
-                (text, Pass::Free)
-            }
-            (Some(phrase), _) => (phrase, Pass::Phrase),
-            (None, _) => {
-                let known: Vec<&str> = heard.split(' ').filter(|w| Some(*w) != self.unknown_word).collect();
-                (known.join(" "), Pass::Phrase)
-            }
-        };
-        self.utterance = audio;
-        self.utterance.clear();
-        result
-    }
-
-    /// Forgets the utterance in progress.
-    fn discard(&mut self) {
-        let _ = self.live().final_result();
-        self.said.clear();
-        self.utterance.clear();
-        self.frames = 0;
-        self.last_partial.clear();
-    }
-
-    /// Decodes `audio` once and forgets it: pays a new recognizer's slow first utterance (its
-    /// decoding graph fills a cache as it goes) before it serves anyone.
-    fn warm(&mut self, audio: &[i16]) {
-        for rec in self.grammar.iter_mut().map(|(g, _)| g).chain(self.free.iter_mut()) {
-            for chunk in audio.chunks(FRAME_16K) {
-                let _ = rec.accept_waveform(chunk);
-            }
-            let _ = rec.final_result();
-        }
-    }
-
-    /// Serves one ear until it is detached.
-    fn serve(&mut self, ear: &Ear) {
-        while let Some(item) = ear.next_item() {
-            match item {
-                Item::Audio(frame) => {
-                    let slow = SLOW_DOWN_US.load(std::sync::atomic::Ordering::Relaxed);
-                    if slow > 0 {
-                        std::thread::sleep(Duration::from_micros(slow));
-                    }
-                    if let Some(partial) = self.accept(&frame) {
-                        ear.answer(Heard::Partial(partial));
-                    }
-                }
-                Item::End(at) => {
-                    let started = Instant::now();
-                    let lag = started.saturating_duration_since(at);
-                    let (text, pass) = self.finish();
-                    ear.answer(Heard::Final { text, pass, decode: started.elapsed(), lag });
-                }
-                Item::Missed => {
-                    self.discard();
-                    ear.answer(Heard::Missed);
-                }
-            }
-        }
-        // As after warm-up: a final result, so the next ear starts from a clean state.
-        self.discard();
-    }
-}
 
 /// What every worker shares: the model and how to recognise.
-struct Shared {
+pub(super) struct Shared {
     model: Arc<vosk::Model>,
     recognition: Recognition,
     /// The grammar as the recognizers use it (with the model's unknown-word token).
@@ -443,6 +130,20 @@ struct Shared {
     /// The phrases transcripts are placed on.
     phrases: Arc<Vec<String>>,
     unknown_word: Option<&'static str>,
+}
+
+/// Recognition yields the CPU to what must keep real time (paced audio, the answers' synthesis,
+/// HTTP): a recognizer that falls behind loses nothing, its ear queues. Linux nice +5 for the
+/// calling thread only.
+fn below_real_time_work() {
+    // SAFETY: setpriority(2) on this thread's own id; no memory is passed.
+    let done = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 5)
+    };
+    if done != 0 {
+        tracing::debug!("recognizer thread priority unchanged: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// A recognizer thread, waiting for ears to serve. Dropping it stops and joins the thread (a
@@ -470,6 +171,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("voca-stt".into())
             .spawn(move || {
+                below_real_time_work();
                 let Some(mut recognizers) = Recognizers::new(&shared) else {
                     tracing::error!("libvosk could not make a recognizer from the loaded model");
                     let _ = ready_tx.send(false);
@@ -543,7 +245,12 @@ pub struct SttOptions {
 
 impl SttOptions {
     /// As `config` says, with the assistant's phrases as the grammar.
-    pub fn new(config: &crate::config::Config, assistant: &crate::assistant::Assistant, warm: usize, warm_up: Vec<i16>) -> Self {
+    pub fn new(
+        config: &crate::config::Config,
+        assistant: &crate::assistant::Assistant,
+        warm: usize,
+        warm_up: Vec<i16>,
+    ) -> Self {
         Self {
             model: config.speech.model_path(),
             recognition: config.speech.recognition,
@@ -582,9 +289,11 @@ impl Stt {
             match load_model(&path) {
                 Ok(loaded) => {
                     tracing::info!("speech model {} loaded in {:.1} s", path.display(), loaded.took.as_secs_f64());
+                    let mut loaded = loaded;
+                    let phrases = hearable(&mut loaded, options.phrases);
                     // Out-of-grammar speech is better heard as "unknown" than forced onto a phrase.
-                    let grammar = (options.recognition != Recognition::Free && !options.phrases.is_empty()).then(|| {
-                        let mut g = options.phrases.clone();
+                    let grammar = (options.recognition != Recognition::Free && !phrases.is_empty()).then(|| {
+                        let mut g = phrases.clone();
                         g.extend(loaded.unknown_word.map(str::to_owned));
                         Arc::new(g)
                     });
@@ -592,7 +301,7 @@ impl Stt {
                         model: Arc::new(loaded.model),
                         recognition: options.recognition,
                         grammar,
-                        phrases: Arc::new(options.phrases),
+                        phrases: Arc::new(phrases),
                         unknown_word: loaded.unknown_word,
                     });
                     {
@@ -607,11 +316,7 @@ impl Stt {
                             None => break,
                         }
                     }
-                    tracing::info!(
-                        "{} recognizer(s) warmed in {:.1} s",
-                        options.warm,
-                        started.elapsed().as_secs_f64()
-                    );
+                    tracing::info!("{} recognizer(s) warmed in {:.1} s", options.warm, started.elapsed().as_secs_f64());
                     loader.lock().state = ModelState::Ready;
                 }
                 Err(e) => {
@@ -749,51 +454,5 @@ mod tests {
         let loaded = load_model(&path).unwrap_or_else(|e| panic!("{e} (make test installs it)"));
         let recognizer = vosk::Recognizer::new(&loaded.model, 16000.0);
         assert!(recognizer.is_some(), "a recognizer can be made from the loaded model");
-    }
-
-    fn frame(level: i16) -> [i16; FRAME_16K] {
-        [level; FRAME_16K]
-    }
-
-    fn items(ear: &Ear) -> Vec<&'static str> {
-        ear.lock()
-            .items
-            .iter()
-            .map(|i| match i {
-                Item::Audio(_) => "a",
-                Item::End(_) => "end",
-                Item::Missed => "missed",
-            })
-            .collect()
-    }
-
-    #[test]
-    fn an_ear_keeps_every_end_and_marks_only_the_utterance_that_lost_audio() {
-        let ear = Ear::new(Duration::from_millis(80)); // four frames
-        for _ in 0..2 {
-            ear.push(&frame(1));
-        }
-        ear.end_utterance();
-        for _ in 0..2 {
-            ear.push(&frame(2));
-        }
-        ear.end_utterance();
-        assert_eq!(items(&ear), ["a", "a", "end", "a", "a", "end"]);
-        // Past the bound the oldest audio goes, and its utterance will be answered "missed".
-        ear.push(&frame(3));
-        assert_eq!(items(&ear), ["a", "missed", "a", "a", "end", "a"]);
-        assert_eq!(ear.take_dropped(), 1);
-        // The utterance still being spoken loses audio: its end is queued as missed.
-        for _ in 0..4 {
-            ear.push(&frame(4));
-        }
-        assert_eq!(items(&ear), ["missed", "missed", "a", "a", "a", "a"]);
-        ear.end_utterance();
-        assert_eq!(items(&ear).last(), Some(&"missed"));
-        assert_eq!(ear.backlog(), Duration::from_millis(80));
-        // The next utterance starts clean.
-        ear.push(&frame(5));
-        ear.end_utterance();
-        assert_eq!(items(&ear).last(), Some(&"end"));
     }
 }
