@@ -77,6 +77,12 @@ impl Running {
             warn!("the audio devices did not close within {}s", SHUTDOWN_DEADLINE.as_secs());
         }
         self.done.await.context("the box's main task failed")?;
+        if let Some(stt) = self.speech.clone() {
+            // No recognizer may still be decoding when the process exits.
+            if let Err(e) = tokio::task::spawn_blocking(move || stt.shutdown()).await {
+                warn!("the speech recognizers did not stop cleanly: {e}");
+            }
+        }
         info!("stopped");
         Ok(())
     }

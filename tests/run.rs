@@ -91,7 +91,10 @@ fn stop_with(signal: i32) {
         assert!(sent.elapsed() < Duration::from_secs(15), "voca did not exit after the signal");
         std::thread::sleep(Duration::from_millis(20));
     };
-    running.log.extend(running.lines.try_iter());
+    // The reader thread may not have passed on the last lines yet: take them until it sees EOF.
+    while let Ok(line) = running.lines.recv_timeout(Duration::from_secs(10)) {
+        running.log.push(line);
+    }
     let log = running.log.join("\n");
     assert!(status.success(), "exit {status:?}:\n{log}");
     let name = if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };

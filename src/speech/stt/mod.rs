@@ -228,6 +228,10 @@ struct PoolInner {
     shared: Option<Arc<Shared>>,
     state: ModelState,
     idle: Vec<Worker>,
+    /// The thread that loads the model and warms the pool, until [`Stt::shutdown`] joins it.
+    loader: Option<std::thread::JoinHandle<()>>,
+    /// Shutting down: warm no more workers.
+    stopping: bool,
 }
 
 /// How the pool is to be built.
@@ -280,7 +284,13 @@ impl Stt {
     /// `warm` workers are warmed in the background.
     pub fn start(options: SttOptions) -> Self {
         let stt = Self {
-            inner: Arc::new(Mutex::new(PoolInner { shared: None, state: ModelState::Loading, idle: Vec::new() })),
+            inner: Arc::new(Mutex::new(PoolInner {
+                shared: None,
+                state: ModelState::Loading,
+                idle: Vec::new(),
+                loader: None,
+                stopping: false,
+            })),
             warm_up: Arc::new(options.warm_up.clone()),
         };
         let loader = stt.clone();
@@ -311,6 +321,9 @@ impl Stt {
                     }
                     let started = Instant::now();
                     for _ in 0..options.warm {
+                        if loader.lock().stopping {
+                            return;
+                        }
                         match Worker::spawn(shared.clone(), Some(loader.warm_up.clone())) {
                             Some(worker) => loader.lock().idle.push(worker),
                             None => break,
@@ -325,10 +338,28 @@ impl Stt {
                 }
             }
         });
-        if let Err(e) = spawned {
-            stt.lock().state = ModelState::Failed(format!("cannot start the model loader: {e}"));
+        match spawned {
+            Ok(thread) => stt.lock().loader = Some(thread),
+            Err(e) => stt.lock().state = ModelState::Failed(format!("cannot start the model loader: {e}")),
         }
         stt
+    }
+
+    /// Stops warming, then joins the loader and every idle worker's thread, so no recognizer is
+    /// inside libvosk when the process tears it down. Blocking (at most one warm-up, seconds): call
+    /// it off the async runtime, after the calls have ended.
+    pub fn shutdown(&self) {
+        let (loader, idle) = {
+            let mut inner = self.lock();
+            inner.stopping = true;
+            (inner.loader.take(), std::mem::take(&mut inner.idle))
+        };
+        if let Some(thread) = loader {
+            let _ = thread.join();
+        }
+        drop(idle);
+        // Workers the loader added while it was being joined.
+        drop(std::mem::take(&mut self.lock().idle));
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolInner> {
