@@ -73,7 +73,15 @@ fn get(addr: &str, path: &str) -> String {
 fn stop_with(signal: i32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut running = start(dir.path());
-    let health = get(&running.addr, "/healthz");
+    // The box listens a moment before its network state is known (no tunnel: offline).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let health = loop {
+        let health = get(&running.addr, "/healthz");
+        if health.contains("\"state\":\"offline\"") || Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"state\":\"offline\"") && health.contains("\"status\":\"ok\""), "{health}");
 
