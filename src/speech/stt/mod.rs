@@ -414,12 +414,6 @@ impl Stt {
         self.lock().idle.len()
     }
 
-    /// The audio every warmed recognizer decodes once before serving (a warm recognizer decodes a
-    /// little differently from a cold one, so a reference recognizer must be warmed alike).
-    pub fn warm_up_audio(&self) -> Arc<Vec<i16>> {
-        self.warm_up.clone()
-    }
-
     /// A free-form transcript of a whole recording (voicemail), on a recognizer of its own: blocking,
     /// call it off the async runtime. `None` if the model is not loaded.
     pub fn transcribe_free(&self, audio: &[i16]) -> Option<String> {
