@@ -44,7 +44,7 @@ fn signatures_match_the_official_twilio_library() {
     let mut cases = Vec::new();
     for _ in 0..300 {
         let mut url = format!("{}/twilio/{}", rng.pick(&hosts), rng.pick(&["voice", "status", "media"]));
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             url.push_str(&format!("?k={}&z=2", rng.pick(&["1", "abc", "x%20y"])));
         }
         let params: Vec<(String, String)> =

@@ -57,6 +57,15 @@ impl Vad {
         self.talking
     }
 
+    /// How long the speech in progress has been quiet (zero on a voiced frame, or when no one talks).
+    pub fn quiet(&self) -> Duration {
+        if self.talking {
+            FRAME * self.quiet
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Feeds one 20 ms frame.
     pub fn push(&mut self, frame: &[i16]) -> Option<VadEvent> {
         let energy = frame.iter().map(|&s| f32::from(s) * f32::from(s)).sum::<f32>() / frame.len().max(1) as f32;

@@ -17,6 +17,9 @@ use crate::audio::vad::{Vad, VadConfig, VadEvent};
 const FRAME_16K: usize = 320;
 /// Frames kept from before an onset (the onset fires `min_speech` into the speech): 400 ms.
 const PREROLL: usize = 20;
+/// The recognizer finalises this long before the hangover would end the utterance (but never
+/// before half of it): twenty calls ending a turn together then find their transcripts ready.
+const SETTLE_AHEAD: Duration = Duration::from_millis(200);
 
 /// One listener: a call, the push-to-talk button, a recording.
 pub struct Listener {
@@ -25,6 +28,11 @@ pub struct Listener {
     ear: Arc<Ear>,
     lease: Option<Lease>,
     preroll: Deque<[i16; FRAME_16K], PREROLL>,
+    /// Quiet this long inside speech settles the recognizer.
+    settle_after: Duration,
+    /// The quiet frames since the recognizer settled: handed over if the speech goes on, let go
+    /// if the hangover ends it.
+    held: Option<Vec<[i16; FRAME_16K]>>,
     /// Utterances handed to the ear whose result has not come back yet.
     pending: usize,
 }
@@ -39,7 +47,17 @@ impl Listener {
     /// A listener that keeps at most `backlog` of speech waiting for a recognizer. It has none
     /// until [`Listener::try_lease`] gets one.
     pub fn new(stt: Stt, vad: VadConfig, backlog: Duration) -> Self {
-        Self { stt, vad: Vad::new(vad), ear: Ear::new(backlog), lease: None, preroll: Deque::new(), pending: 0 }
+        let settle_after = vad.hangover.saturating_sub(SETTLE_AHEAD).max(vad.hangover / 2);
+        Self {
+            stt,
+            vad: Vad::new(vad),
+            ear: Ear::new(backlog),
+            lease: None,
+            preroll: Deque::new(),
+            settle_after,
+            held: None,
+            pending: 0,
+        }
     }
 
     /// Wakes `waker` whenever a result is ready.
@@ -89,11 +107,14 @@ impl Listener {
                 self.ear.push(frame);
             }
             Some(VadEvent::End) => {
-                self.ear.push(frame);
+                // Held quiet is let go: the recognizer settled before it.
+                if self.held.take().is_none() {
+                    self.ear.push(frame);
+                }
                 self.ear.end_utterance();
                 self.pending += 1;
             }
-            None if self.vad.is_talking() => self.ear.push(frame),
+            None if self.vad.is_talking() => self.speech(frame),
             None => {
                 if self.preroll.is_full() {
                     self.preroll.pop_front();
@@ -104,8 +125,31 @@ impl Listener {
         event
     }
 
+    /// A frame inside speech: to the ear, unless the speaker has paused long enough to settle.
+    fn speech(&mut self, frame: &[i16; FRAME_16K]) {
+        let quiet = self.vad.quiet();
+        match &mut self.held {
+            Some(held) if quiet.is_zero() => {
+                // The pause was not the end: the recognizer gets the quiet it missed, then this.
+                for f in held.drain(..) {
+                    self.ear.push(&f);
+                }
+                self.held = None;
+                self.ear.push(frame);
+            }
+            Some(held) => held.push(*frame),
+            None if quiet >= self.settle_after => {
+                self.ear.push(frame);
+                self.ear.settle();
+                self.held = Some(Vec::with_capacity(16));
+            }
+            None => self.ear.push(frame),
+        }
+    }
+
     /// Ends the utterance in progress, if any (the recording ended mid-speech).
     pub fn flush(&mut self) {
+        self.held = None;
         if self.vad.is_talking() {
             self.vad = Vad::new(self.vad.config());
             self.ear.end_utterance();
@@ -212,13 +256,29 @@ mod tests {
         assert_eq!(frames(&mut listener, 5000, 50), [VadEvent::Onset]);
         assert_eq!(frames(&mut listener, 0, 40), [VadEvent::End]);
         assert_eq!(listener.pending(), 1);
-        // The speech, its pre-roll (400 ms) and the hangover up to the end (500 ms) wait.
-        assert_eq!(listener.backlog(), Duration::from_millis(20 * (50 + PREROLL as u64 - 9 + 25)));
+        // The speech, its pre-roll (400 ms) and the hangover up to the pause that settles the
+        // recognizer (300 ms) wait; the rest of the hangover is quiet it does not need.
+        assert_eq!(listener.backlog(), Duration::from_millis(20 * (50 + PREROLL as u64 - 9 + 15)));
         // A recording that stops mid-word still ends its utterance.
         assert_eq!(frames(&mut listener, 5000, 20), [VadEvent::Onset]);
         listener.flush();
         assert_eq!(listener.pending(), 2);
         assert!(!listener.is_talking());
         assert!(!listener.try_lease(), "no model: no recognizer, and nothing lost meanwhile");
+    }
+
+    #[test]
+    fn a_pause_inside_speech_settles_the_recognizer_and_loses_nothing_when_speech_goes_on() {
+        let mut listener = Listener::new(no_model(), VadConfig::default(), Duration::from_secs(30));
+        assert_eq!(frames(&mut listener, 5000, 50), [VadEvent::Onset]);
+        let before = listener.backlog();
+        // 400 ms of quiet: settled after 300 ms, the last 100 ms held back.
+        assert!(frames(&mut listener, 0, 20).is_empty());
+        assert_eq!(listener.backlog(), before + Duration::from_millis(300));
+        // Speech goes on: the held quiet and the new speech reach the recognizer.
+        assert!(frames(&mut listener, 5000, 10).is_empty());
+        assert_eq!(listener.backlog(), before + Duration::from_millis(400 + 200));
+        assert_eq!(frames(&mut listener, 0, 25), [VadEvent::End]);
+        assert_eq!(listener.pending(), 1, "one utterance, however many pauses");
     }
 }

@@ -10,18 +10,22 @@ use super::{Heard, Pass, Recognition, Shared, FRAME_16K, SLOW_DOWN_US};
 /// The recognizers one worker runs, for the configured [`Recognition`].
 /// Partials are looked at every 200 ms.
 const PARTIAL_EVERY: u32 = 10;
-/// A grammar-first utterance longer than this is decoded free-form only from its first minute.
-const SECOND_PASS_MAX: usize = 16000 * 60;
+/// Audio kept per utterance: a longer one is decoded free-form only from its first minute, and is
+/// not settled at pauses.
+const UTTERANCE_MAX: usize = 16000 * 60;
 
 pub(super) struct Recognizers {
     /// The closed grammar's recognizer and its phrases.
     grammar: Option<(vosk::Recognizer, Arc<Vec<String>>)>,
     free: Option<vosk::Recognizer>,
     unknown_word: Option<&'static str>,
-    /// Grammar-first: the utterance's audio, for a free-form second pass.
+    /// The utterance's audio so far (its first minute): for a free-form second pass, and to decode
+    /// again when speech goes on after a pause the live recognizer settled on.
     utterance: Vec<i16>,
     /// Text VOSK finalised on its own inside the utterance (its endpointer), kept until the end.
     said: String,
+    /// The transcript the live recognizer settled on at a pause (see [`Recognizers::settle`]).
+    settled: Option<String>,
     frames: u32,
     last_partial: String,
 }
@@ -46,13 +50,13 @@ impl Recognizers {
             (Recognition::Grammar, Some(_)) => None,
             _ => Some(vosk::Recognizer::new(&shared.model, 16000.0)?),
         };
-        let second_pass = grammar.is_some() && free.is_some();
         Some(Self {
             grammar,
             free,
             unknown_word: shared.unknown_word,
-            utterance: Vec::with_capacity(if second_pass { 16000 * 10 } else { 0 }),
+            utterance: Vec::with_capacity(16000 * 10),
             said: String::new(),
+            settled: None,
             frames: 0,
             last_partial: String::new(),
         })
@@ -67,23 +71,24 @@ impl Recognizers {
         }
     }
 
-    fn second_pass(&self) -> bool {
-        self.grammar.is_some() && self.free.is_some()
-    }
-
     /// Feeds a frame; returns a new partial transcript every 200 ms when it changed.
     fn accept(&mut self, frame: &[i16]) -> Option<String> {
-        if self.second_pass() && self.utterance.len() < SECOND_PASS_MAX {
+        if self.settled.take().is_some() {
+            // Speech went on after the pause: decode the utterance again from its start, so the
+            // result is the one an unbroken decode gives (a phrase split at a pause is misheard).
+            self.said.clear();
+            let audio = std::mem::take(&mut self.utterance);
+            for chunk in audio.chunks(FRAME_16K * 10) {
+                self.decode(chunk);
+            }
+            self.utterance = audio;
+        }
+        if self.utterance.len() < UTTERANCE_MAX {
             self.utterance.extend_from_slice(frame);
         }
-        let rec = self.live();
-        if let Ok(vosk::DecodingState::Finalized) = rec.accept_waveform(frame) {
-            // VOSK's own endpointer closed a segment inside the utterance: keep its words.
-            let text = text_of(rec.result());
-            self.said = join(&self.said, &text);
-        }
+        self.decode(frame);
         self.frames += 1;
-        if self.frames % PARTIAL_EVERY != 0 {
+        if !self.frames.is_multiple_of(PARTIAL_EVERY) {
             return None;
         }
         let live = self.live().partial_result().partial.to_owned();
@@ -95,9 +100,31 @@ impl Recognizers {
         Some(partial)
     }
 
+    /// The speaker paused: finalises what the live recognizer has heard so far, so the end of the
+    /// utterance (a moment later, usually) costs nothing. If speech goes on instead, the utterance
+    /// is decoded again from its start (see `accept`).
+    fn settle(&mut self) {
+        if self.utterance.len() < UTTERANCE_MAX {
+            self.settled = Some(text_of(self.live().final_result()));
+        }
+    }
+
+    /// The live recognizer hears `audio`.
+    fn decode(&mut self, audio: &[i16]) {
+        let rec = self.live();
+        if let Ok(vosk::DecodingState::Finalized) = rec.accept_waveform(audio) {
+            // VOSK's own endpointer closed a segment inside the utterance: keep its words.
+            let text = text_of(rec.result());
+            self.said = join(&self.said, &text);
+        }
+    }
+
     /// The utterance is over: its transcript.
     fn finish(&mut self) -> (String, Pass) {
-        let tail = text_of(self.live().final_result());
+        let tail = match self.settled.take() {
+            Some(text) => text,
+            None => text_of(self.live().final_result()),
+        };
         let heard = join(&std::mem::take(&mut self.said), &tail);
         self.frames = 0;
         self.last_partial.clear();
@@ -132,6 +159,7 @@ impl Recognizers {
     fn discard(&mut self) {
         let _ = self.live().final_result();
         self.said.clear();
+        self.settled = None;
         self.utterance.clear();
         self.frames = 0;
         self.last_partial.clear();
@@ -161,6 +189,7 @@ impl Recognizers {
                         ear.answer(Heard::Partial(partial));
                     }
                 }
+                Item::Settle => self.settle(),
                 Item::End(at) => {
                     let started = Instant::now();
                     let lag = started.saturating_duration_since(at);

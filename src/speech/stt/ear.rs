@@ -12,6 +12,9 @@ use super::{Heard, FRAME_16K};
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Item {
     Audio([i16; FRAME_16K]),
+    /// The speaker has paused long enough that the utterance is probably over: decode what came
+    /// so far now, so its end finds the work done. More audio may follow.
+    Settle,
     /// The utterance is over; when it was said to be.
     End(Instant),
     /// The utterance lost audio to the bound: answer it with [`Heard::Missed`].
@@ -93,6 +96,12 @@ impl Ear {
         self.changed.notify_one();
     }
 
+    /// The speaker has paused (see [`Item::Settle`]). Never dropped.
+    pub fn settle(&self) {
+        self.lock().items.push_back(Item::Settle);
+        self.changed.notify_one();
+    }
+
     /// Wakes `waker` whenever a result is ready.
     pub fn set_waker(&self, waker: Arc<tokio::sync::Notify>) {
         self.lock().waker = Some(waker);
@@ -168,7 +177,7 @@ impl Queue {
         self.items.remove(at);
         self.audio -= 1;
         self.dropped += 1;
-        match self.items.iter_mut().skip(at).find(|i| !matches!(i, Item::Audio(_))) {
+        match self.items.iter_mut().skip(at).find(|i| matches!(i, Item::End(_) | Item::Missed)) {
             Some(end @ Item::End(_)) => *end = Item::Missed,
             Some(_) => {}
             None => self.open_lost = true,
@@ -190,6 +199,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Item::Audio(_) => "a",
+                Item::Settle => "settle",
                 Item::End(_) => "end",
                 Item::Missed => "missed",
             })
@@ -224,5 +234,18 @@ mod tests {
         ear.push(&frame(5));
         ear.end_utterance();
         assert_eq!(items(&ear).last(), Some(&"end"));
+    }
+
+    #[test]
+    fn a_pause_is_never_let_go_nor_mistaken_for_the_end() {
+        let ear = Ear::new(Duration::from_millis(60)); // three frames
+        ear.push(&frame(1));
+        ear.settle();
+        ear.push(&frame(1));
+        ear.end_utterance();
+        ear.push(&frame(2));
+        ear.push(&frame(2));
+        // The first utterance's oldest frame goes: its end, past the pause, is marked missed.
+        assert_eq!(items(&ear), ["settle", "a", "missed", "a", "a"]);
     }
 }
