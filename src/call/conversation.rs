@@ -39,7 +39,7 @@ pub struct Prompts {
 impl Prompts {
     pub async fn render(tts: &Tts, assistant: &Assistant) -> Self {
         let l = assistant.language;
-        let r = |text: String| async move { Arc::new(tts.render(&text).await) };
+        let r = |text: String| async move { Arc::new(tts.prompt(&text).await) };
         Self {
             greeting: r(assistant.greeting.clone()).await,
             one_moment: r(l.one_moment.into()).await,

@@ -6,6 +6,7 @@ pub mod models;
 pub mod phone;
 pub mod simulate;
 pub mod transcribe;
+pub mod voices;
 
 use std::process::ExitCode;
 

@@ -10,16 +10,16 @@ use crate::assistant::Assistant;
 use crate::audio::vad::VadConfig;
 use crate::config::Config;
 use crate::speech::stt::{ModelState, Stt, SttOptions};
-use crate::speech::tts::Tts;
+use crate::speech::tts::{Tts, TtsOptions};
 
 /// One transcript per utterance of `audio` (16 kHz), recognised as a call would be: the same
 /// recognition mode, a recognizer warmed with the same audio as the box's (its greeting), the same
 /// endpointing.
 pub async fn utterances(config: &Config, audio: Vec<i16>) -> anyhow::Result<Vec<String>> {
-    let speech = config.speech.clone();
-    let tts = tokio::task::spawn_blocking(move || Tts::start(&speech.voice, speech.rate, speech.pitch)).await??;
+    let options = TtsOptions::new(config);
+    let tts = tokio::task::spawn_blocking(move || Tts::start(&options)).await??;
     let assistant = Assistant::new(config);
-    let warm_up = tts.render(&assistant.greeting).await;
+    let warm_up = tts.prompt(&assistant.greeting).await;
     let stt = Stt::start(SttOptions::new(config, &assistant, 1, warm_up));
     if let ModelState::Failed(why) = stt.ready().await {
         anyhow::bail!("{why}");

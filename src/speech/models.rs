@@ -57,7 +57,7 @@ pub enum ModelError {
     Io { action: &'static str, path: PathBuf, source: io::Error },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ModelError + 'a {
+pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ModelError + 'a {
     move |source| ModelError::Io { action, path: path.to_path_buf(), source }
 }
 
@@ -117,7 +117,7 @@ pub fn size_on_disk(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn check_name(name: &str) -> Result<(), ModelError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ModelError> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
@@ -171,7 +171,7 @@ fn name_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
-async fn download(source: &Source, to: &Path) -> Result<(), ModelError> {
+pub(crate) async fn download(source: &Source, to: &Path) -> Result<(), ModelError> {
     let fail = |reason: String| ModelError::Download { url: source.url.clone(), reason };
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))

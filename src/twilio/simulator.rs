@@ -111,6 +111,9 @@ pub struct SimResult {
     pub clears: usize,
     /// For each `clear` the box sent: ms from the onset of the caller's speech before it.
     pub barge_in_ms: Vec<u64>,
+    /// For each `clear`: voiced media frames the box still sent after it while the caller went on
+    /// talking (the reply it cut should stop at once).
+    pub frames_after_clear: Vec<usize>,
     pub turns: Vec<Turn>,
     /// Gaps between consecutive media frames from the box while it was talking, in ms.
     #[serde(skip)]
@@ -314,6 +317,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let speech_start_frames = speech_starts(&call.audio);
     let mut last_onset: Option<Instant> = None;
     let mut pending_turns: VecDeque<(&'static str, Instant)> = VecDeque::new();
+    let mut after_clear = false;
     let mut dtmf: VecDeque<(Duration, char)> = call.dtmf.iter().copied().collect();
     let end_at = call.hang_up_after.map(|d| began + d);
     let mut audio_done_at: Option<Instant> = None;
@@ -360,6 +364,11 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
                                 result.frame_gaps_ms.push(now.duration_since(last).as_secs_f64() * 1000.0);
                             }
                             played_until = played_until.max(now) + Duration::from_micros(125 * bytes.len() as u64);
+                            if voiced && after_clear {
+                                if let Some(n) = result.frames_after_clear.last_mut() {
+                                    *n += 1;
+                                }
+                            }
                             if voiced {
                                 while let Some((kind, ended)) = pending_turns.pop_front() {
                                     result.turns.push(Turn {
@@ -374,6 +383,8 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
                         Some("mark") => marks.push_back((played_until.max(now), value["mark"]["name"].as_str().unwrap_or("").to_owned())),
                         Some("clear") => {
                             result.clears += 1;
+                            result.frames_after_clear.push(0);
+                            after_clear = true;
                             if let Some(onset) = last_onset.take() {
                                 result.barge_in_ms.push(now.duration_since(onset).as_millis() as u64);
                             }
@@ -429,6 +440,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
                         last_onset = Some(now);
                     }
                     if speech_end_frames.contains(&sent_frames) {
+                        after_clear = false;
                         pending_turns.push_back(("speech", now));
                     }
                     if sent_frames >= total_frames && audio_done_at.is_none() {
