@@ -11,6 +11,7 @@ pub mod cache;
 pub mod espeak;
 pub mod piper;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -182,57 +183,95 @@ impl Synth {
         Ok((Self::Espeak(engine), status))
     }
 
-    /// Speaks `text` as chunks of 16 kHz audio, each handed to `send` (false: stop).
-    fn speak(&mut self, text: &str, cancel: &Arc<AtomicBool>, mut send: impl FnMut(Vec<i16>) -> bool) {
+    /// What `text` is rendered in, in order: sentences (espeak-ng); for Piper the first sentence's
+    /// clauses, then sentences (see [`piper_units`]).
+    fn units(&mut self, text: &str) -> VecDeque<Unit> {
         match self {
-            Self::Espeak(engine) => {
-                for (i, sentence) in sentences(text).iter().enumerate() {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    match engine.synthesize_cancellable(sentence, cancel) {
-                        Ok(samples) => {
-                            // espeak-ng starts with a little silence: skip it on a reply's first
-                            // sentence so the caller hears the answer sooner.
-                            let samples = if i == 0 { trim_leading_silence(&samples) } else { &samples[..] };
-                            let audio = crate::audio::resample::convert(samples, engine.sample_rate(), BOX_RATE);
-                            if cancel.load(Ordering::Relaxed) || !send(audio) {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("speech synthesis failed: {e}");
-                            return;
-                        }
-                    }
+            Self::Espeak(_) => sentences(text).into_iter().map(|s| Unit::Text(s.to_owned())).collect(),
+            Self::Piper(engine, voice) => match engine.phonemes(text) {
+                Ok(clauses) => piper_units(&clauses).into_iter().map(|u| Unit::Ids(voice.ids(u))).collect(),
+                Err(e) => {
+                    tracing::warn!("speech synthesis failed: {e}");
+                    VecDeque::new()
                 }
-            }
-            Self::Piper(engine, voice) => {
-                let clauses = match engine.phonemes(text) {
-                    Ok(clauses) => clauses,
-                    Err(e) => {
-                        tracing::warn!("speech synthesis failed: {e}");
-                        return;
-                    }
-                };
-                for unit in piper_units(&clauses) {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    match voice.synthesize(&voice.ids(unit)) {
-                        Ok(samples) => {
-                            let audio = crate::audio::resample::convert(&samples, voice.sample_rate(), BOX_RATE);
-                            if cancel.load(Ordering::Relaxed) || !send(audio) {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("speech synthesis failed: {e}");
-                            return;
-                        }
-                    }
+            },
+        }
+    }
+
+    /// One unit as 16 kHz audio; `first`: the reply's first (espeak-ng's lead-in silence is cut, so
+    /// the caller hears the answer sooner).
+    fn render(&mut self, unit: &Unit, first: bool, cancel: &Arc<AtomicBool>) -> Option<Vec<i16>> {
+        let rendered = match (self, unit) {
+            (Self::Espeak(engine), Unit::Text(sentence)) => match engine.synthesize_cancellable(sentence, cancel) {
+                Ok(samples) => {
+                    let samples = if first { trim_leading_silence(&samples) } else { &samples[..] };
+                    Ok(crate::audio::resample::convert(samples, engine.sample_rate(), BOX_RATE))
                 }
-            }
+                Err(e) => Err(e.to_string()),
+            },
+            (Self::Piper(_, voice), Unit::Ids(ids)) => match voice.synthesize(ids) {
+                Ok(samples) => Ok(crate::audio::resample::convert(&samples, voice.sample_rate(), BOX_RATE)),
+                Err(e) => Err(e.to_string()),
+            },
+            _ => return None,
+        };
+        rendered.map_err(|e| tracing::warn!("speech synthesis failed: {e}")).ok()
+    }
+}
+
+/// A piece of a reply rendered in one go.
+enum Unit {
+    Text(String),
+    Ids(Vec<i64>),
+}
+
+/// A reply being rendered.
+struct Reply {
+    units: VecDeque<Unit>,
+    chunks: tokio::sync::mpsc::Sender<Vec<i16>>,
+    cancel: Arc<AtomicBool>,
+    waker: Option<Arc<tokio::sync::Notify>>,
+    started: bool,
+}
+
+impl Reply {
+    /// Renders its next unit and hands it over; false once the reply is done (or not wanted).
+    fn step(&mut self, synth: &mut Synth) -> bool {
+        let Some(unit) = self.units.pop_front() else { return false };
+        if self.cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(audio) = synth.render(&unit, !self.started, &self.cancel) else { return false };
+        self.started = true;
+        if self.cancel.load(Ordering::Relaxed) || self.chunks.blocking_send(audio).is_err() {
+            return false;
+        }
+        if let Some(w) = &self.waker {
+            w.notify_one();
+        }
+        !self.units.is_empty()
+    }
+}
+
+/// The TTS thread's loop. Replies in progress take turns unit by unit, and one nobody hears yet
+/// goes first: twenty calls answering at once each start within a unit of each other, and a long
+/// reply never holds another call's answer back.
+fn serve(synth: &mut Synth, queue: std::sync::mpsc::Receiver<Job>) {
+    let mut replies: VecDeque<Reply> = VecDeque::new();
+    loop {
+        let next = if replies.is_empty() { queue.recv().ok() } else { queue.try_recv().ok() };
+        if let Some(Job::Speak { text, chunks, cancel, waker }) = next {
+            let units = synth.units(&text);
+            replies.push_back(Reply { units, chunks, cancel, waker, started: false });
+            continue;
+        }
+        if replies.is_empty() {
+            return; // every handle is gone
+        }
+        let at = replies.iter().position(|r| !r.started).unwrap_or(0);
+        let mut reply = replies.remove(at).expect("an index from the queue");
+        if reply.step(synth) {
+            replies.push_back(reply);
         }
     }
 }
@@ -339,18 +378,7 @@ impl Tts {
                         return;
                     }
                 };
-                for job in queue {
-                    let Job::Speak { text, chunks, cancel, waker } = job;
-                    synth.speak(&text, &cancel, |audio| {
-                        if chunks.blocking_send(audio).is_err() {
-                            return false;
-                        }
-                        if let Some(w) = &waker {
-                            w.notify_one();
-                        }
-                        true
-                    });
-                }
+                serve(&mut synth, queue);
             })
             .map_err(|e| TtsError::Library { reason: format!("cannot start the TTS thread: {e}") })?;
         let voice = ready_rx.recv().map_err(|_| TtsError::Init)??;
@@ -468,6 +496,35 @@ mod tests {
         assert!(rest <= 1, "at most the sentence in progress arrives after cancel");
         let prompt = tts.render("One moment please.").await;
         assert!(prompt.len() > BOX_RATE as usize / 2);
+    }
+
+    #[test]
+    fn a_reply_nobody_hears_yet_goes_before_the_rest_of_a_long_one() {
+        let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(async {
+            let tts = Tts::start(&TtsOptions::espeak("en-us", 300, 50)).expect("espeak-ng");
+            // Forty sentences take far longer to render than queueing the second reply does.
+            let long_text = "This is one sentence. ".repeat(40);
+            let mut long = tts.speak(&long_text);
+            let mut short = tts.speak("Hello there.");
+            let mut long_chunks = 0;
+            let mut order = Vec::new();
+            loop {
+                tokio::select! {
+                    chunk = long.chunks.recv() => match chunk {
+                        Some(_) => { long_chunks += 1; order.push("long"); }
+                        None => break,
+                    },
+                    chunk = short.chunks.recv(), if !order.contains(&"short") => {
+                        if chunk.is_some() { order.push("short"); }
+                    }
+                }
+            }
+            assert_eq!(long_chunks, 40, "the long reply is whole");
+            let short_at = order.iter().position(|o| *o == "short").expect("the short reply came");
+            assert!(short_at < 10, "the short reply waited for {short_at} sentences of the long one");
+        });
     }
 
     #[test]
