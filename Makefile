@@ -79,7 +79,7 @@ cross-armv7: deps ## release build for 32-bit Raspberry Pi OS, smoke-tested unde
 	@scripts/setup.sh cross-armv7
 	$(call cross_env,arm-linux-gnueabihf) cargo build --locked --release --target $(ARMV7)
 	qemu-arm-static target/$(ARMV7)/release/voca --version
-	@cp .deps/vosk/$(ARMV7)/libvosk.so .deps/onnxruntime/$(ARMV7)/libonnxruntime.so target/$(ARMV7)/release/
+	@cp .deps/vosk/$(ARMV7)/libvosk.so target/$(ARMV7)/release/
 	@echo "==> target/$(ARMV7)/release/voca: $$(stat -c %s target/$(ARMV7)/release/voca) bytes stripped"
 
 cross: cross-aarch64 cross-armv7 ## both Pi builds

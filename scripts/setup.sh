@@ -5,8 +5,8 @@
 #   scripts/setup.sh onnxruntime
 #                            libonnxruntime.so for this machine (Piper voices; from the onnxruntime wheel)
 #   scripts/setup.sh cross-aarch64 | cross-armv7
-#                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk and
-#                            libonnxruntime for it
+#                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk (and
+#                            for aarch64 libonnxruntime) for it
 #   scripts/setup.sh test-tools
 #                            the twilio and piper-tts Python packages (oracles) and the Prism mock (npm)
 #   scripts/setup.sh test-voice
@@ -23,7 +23,6 @@ VOSK_VERSION=0.3.45
 TWILIO_PY_VERSION=9.13.0
 PIPER_PY_VERSION=1.8.0
 ONNXRUNTIME_VERSION=1.32.0
-SHERPA_VERSION=2.0.1
 PRISM_VERSION=5.16.0
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
@@ -112,11 +111,6 @@ ort_x86_64() {
   onnxruntime_for x86_64-unknown-linux-gnu "onnxruntime==$ONNXRUNTIME_VERSION" manylinux_2_28_x86_64 \
     "onnxruntime-$ONNXRUNTIME_VERSION-cp311-*x86_64.whl" "onnxruntime/capi/libonnxruntime.so.$ONNXRUNTIME_VERSION"
 }
-# onnxruntime has no armv7 wheel; sherpa-onnx-core carries one (onnxruntime 1.28, glibc >= 2.34).
-ort_armv7() {
-  onnxruntime_for armv7-unknown-linux-gnueabihf "sherpa-onnx-core==$SHERPA_VERSION" manylinux_2_35_armv7l \
-    "sherpa_onnx_core-$SHERPA_VERSION-*armv7l.whl" "sherpa_onnx/lib/libonnxruntime.so"
-}
 
 multiarch() {
   if ! dpkg --print-foreign-architectures | grep -qx "$1"; then
@@ -149,7 +143,7 @@ case "${1:-}" in
     case "$(host_target)" in
       x86_64-unknown-linux-gnu) ort_x86_64 ;;
       aarch64-unknown-linux-gnu) ort_aarch64 ;;
-      armv7-unknown-linux-gnueabihf) ort_armv7 ;;
+      armv7-unknown-linux-gnueabihf) say "no ONNX Runtime for armv7: Piper voices need the arm64 build (espeak-ng speaks)" ;;
       *) echo "no onnxruntime wheel for $(host_target)" >&2; exit 1 ;;
     esac
     ;;
@@ -166,7 +160,6 @@ case "${1:-}" in
       libatomic1:armhf
     rust_target armv7-unknown-linux-gnueabihf
     vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl'
-    ort_armv7
     ;;
   test-tools)
     # Test oracles and mocks: Twilio's Python helper library (signature oracle) in a venv, and the

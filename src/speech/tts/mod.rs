@@ -278,6 +278,13 @@ fn serve(synth: &mut Synth, queue: std::sync::mpsc::Receiver<Job>) {
 
 /// The Piper voice `options` name, or why it cannot speak (with what to do).
 fn load_piper(options: &TtsOptions) -> Result<piper::Voice, String> {
+    if cfg!(target_arch = "arm") {
+        // The only armv7 ONNX Runtime on the registries (sherpa-onnx-core's) crashed the process
+        // as it loaded (under qemu-arm; no real Pi was at hand), and a crash cannot be caught.
+        return Err("Piper voices are not supported on 32-bit ARM builds of the box: use the 64-bit \
+                    (arm64) build for a neural voice"
+            .into());
+    }
     let onnx = options.piper_voice_path();
     let config = piper::VoiceConfig::read(&piper::json_of(&onnx)).map_err(|e| {
         if onnx.is_file() {
