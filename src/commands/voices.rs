@@ -38,6 +38,14 @@ pub enum VoicesCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// (Used by the box itself.) Loads a voice with ONNX Runtime and speaks a few sounds: the box
+    /// tries a voice this way, in a process of its own, before it loads it.
+    #[command(hide = true)]
+    Probe {
+        onnx: PathBuf,
+        #[arg(long)]
+        onnxruntime: PathBuf,
+    },
 }
 
 pub async fn run(config: &Config, action: VoicesCommand) -> anyhow::Result<ExitCode> {
@@ -73,6 +81,10 @@ pub async fn run(config: &Config, action: VoicesCommand) -> anyhow::Result<ExitC
                 tokio::task::spawn_blocking(move || voices::install(&source, &dir, name.as_deref(), sha256.as_deref()))
                     .await??;
             println!("installed {} at {} ({:.0} MB)", got.name, got.path.display(), got.bytes as f64 / 1e6);
+        }
+        VoicesCommand::Probe { onnx, onnxruntime } => {
+            let samples = crate::speech::tts::piper::probe_here(&onnx, &onnxruntime)?;
+            eprintln!("{} speaks ({samples} samples)", onnx.display());
         }
     }
     Ok(ExitCode::SUCCESS)

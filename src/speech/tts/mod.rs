@@ -46,6 +46,8 @@ pub struct TtsOptions {
     pub pitch: u32,
     /// Where rendered prompts are kept; `None`: not kept.
     pub prompt_cache: Option<PathBuf>,
+    /// Try the Piper voice in a child process before loading it (see [`piper::probe`]).
+    pub probe: bool,
 }
 
 impl TtsOptions {
@@ -60,6 +62,7 @@ impl TtsOptions {
             rate: s.rate,
             pitch: s.pitch,
             prompt_cache: Some(config.device.data_dir.join("prompts")),
+            probe: true,
         }
     }
 
@@ -74,6 +77,7 @@ impl TtsOptions {
             rate,
             pitch,
             prompt_cache: None,
+            probe: false,
         }
     }
 
@@ -304,6 +308,9 @@ fn load_piper(options: &TtsOptions) -> Result<piper::Voice, String> {
         }
     }
     let library = piper::find_runtime(options.onnxruntime.as_deref());
+    if options.probe {
+        piper::probe(&onnx, &library, options.prompt_cache.as_deref()).map_err(|e| e.to_string())?;
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     piper::Voice::load(&onnx, &library, threads).map_err(|e| e.to_string())
 }

@@ -194,6 +194,87 @@ pub fn find_runtime(configured: Option<&Path>) -> PathBuf {
     candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| candidates.swap_remove(0))
 }
 
+/// How long a probe may take (loading a voice and one inference, on a slow Pi, with a cold disk).
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Tries `onnx` with ONNX Runtime from `library` in a child process (`voca voices probe`) before the
+/// box loads them itself: a library that crashes as it loads (a wrong build for the board, a
+/// broken download) then costs a fallback to espeak-ng, not the box. A success is remembered in
+/// `memo` (keyed by the binary, the library and the voice files), so later starts skip it.
+///
+/// Only the `voca` binary probes; a program using the library (tests, tools) loads in-process.
+pub fn probe(onnx: &Path, library: &Path, memo: Option<&Path>) -> Result<(), PiperError> {
+    let Ok(exe) = std::env::current_exe() else { return Ok(()) };
+    if exe.file_stem().and_then(|n| n.to_str()) != Some("voca") {
+        return Ok(());
+    }
+    let stamp = |p: &Path| {
+        let meta = std::fs::metadata(p).ok();
+        format!("{}:{:?}:{:?}", p.display(), meta.as_ref().map(|m| m.len()), meta.and_then(|m| m.modified().ok()))
+    };
+    let key = [exe.as_path(), library, onnx, &json_of(onnx)].map(stamp).join("\n");
+    let memo = memo.map(|dir| dir.join("piper-probe.ok"));
+    if memo.as_ref().and_then(|m| std::fs::read_to_string(m).ok()).is_some_and(|k| k == key) {
+        return Ok(());
+    }
+    let runtime_error = |reason: String| PiperError::Runtime { reason };
+    let mut child = std::process::Command::new(&exe)
+        .args(["--config", "/dev/null", "voices", "probe"])
+        .arg(onnx)
+        .arg("--onnxruntime")
+        .arg(library)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| runtime_error(format!("cannot start a probe of {}: {e}", library.display())))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < PROBE_PATIENCE => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(runtime_error(format!(
+                    "trying {} with the voice did not finish within {} s",
+                    library.display(),
+                    PROBE_PATIENCE.as_secs()
+                )));
+            }
+        }
+    };
+    if status.success() {
+        if let Some(memo) = &memo {
+            let _ = memo.parent().map(std::fs::create_dir_all);
+            let _ = std::fs::write(memo, &key);
+        }
+        return Ok(());
+    }
+    let mut said = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut err, &mut said);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Err(match status.signal() {
+        Some(signal) => {
+            runtime_error(format!("{} crashed the process that loaded it (signal {signal})", library.display()))
+        }
+        None => {
+            let last = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no reason given").trim();
+            PiperError::Voice { path: onnx.into(), reason: format!("a trial load failed: {last}") }
+        }
+    })
+}
+
+/// What `voca voices probe` does in its own process: loads the voice and speaks a few ids.
+pub fn probe_here(onnx: &Path, library: &Path) -> Result<usize, PiperError> {
+    let mut voice = Voice::load(onnx, library, 1)?;
+    let map = &voice.config.phoneme_id_map;
+    let ids: Vec<i64> = ["^", "_", "a", "_", "$"].iter().filter_map(|s| map.get(*s)).flatten().copied().collect();
+    Ok(voice.synthesize(&ids)?.len())
+}
+
 /// One Piper voice, loaded.
 pub struct Voice {
     session: ort::session::Session,
