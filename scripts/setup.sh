@@ -24,6 +24,7 @@ TWILIO_PY_VERSION=9.13.0
 PIPER_PY_VERSION=1.8.0
 ONNXRUNTIME_VERSION=1.32.0
 PRISM_VERSION=5.16.0
+NODE_VERSION=20.20.2
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -174,6 +175,22 @@ case "${1:-}" in
       say "installing the Prism mock server (@stoplight/prism-cli@$PRISM_VERSION) into .cache/prism"
       mkdir -p "$CACHE/prism"
       (cd "$CACHE/prism" && npm install --no-audit --no-fund --silent "@stoplight/prism-cli@$PRISM_VERSION" >&2)
+    fi
+    # Prism needs a newer Node than Debian 12's (18): use the system's if it runs Prism, else a Node
+    # from the npm registry's `node` package. Tests start Prism through the .cache/prism/prism wrapper.
+    if ! "$CACHE/prism/prism" --version >/dev/null 2>&1; then
+      prism_js=$CACHE/prism/node_modules/@stoplight/prism-cli/dist/index.js
+      node=$(command -v node || true)
+      if [ -z "$node" ] || ! "$node" "$prism_js" --version >/dev/null 2>&1; then
+        node=$CACHE/node/node_modules/.bin/node
+        if ! "$node" "$prism_js" --version >/dev/null 2>&1; then
+          say "installing Node $NODE_VERSION for Prism (npm package node) into .cache/node"
+          npm install --prefix "$CACHE/node" --no-audit --no-fund --silent "node@$NODE_VERSION" >&2
+        fi
+      fi
+      printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$node" "$prism_js" > "$CACHE/prism/prism"
+      chmod +x "$CACHE/prism/prism"
+      "$CACHE/prism/prism" --version >/dev/null || { echo "Prism does not start with $node" >&2; exit 1; }
     fi
     ;;
   test-voice)
