@@ -283,8 +283,9 @@ fn serve(synth: &mut Synth, queue: std::sync::mpsc::Receiver<Job>) {
 /// The Piper voice `options` name, or why it cannot speak (with what to do).
 fn load_piper(options: &TtsOptions) -> Result<piper::Voice, String> {
     if cfg!(target_arch = "arm") {
-        // The only armv7 ONNX Runtime on the registries (sherpa-onnx-core's) crashed the process
-        // as it loaded (under qemu-arm; no real Pi was at hand), and a crash cannot be caught.
+        // Boards that need a 32-bit OS (Pi 3, Zero 2) are too slow for a medium voice, and the one
+        // armv7 ONNX Runtime on the registries could not be tried here (under qemu-user ONNX Runtime
+        // crashes as it loads on both ARM targets).
         return Err("Piper voices are not supported on 32-bit ARM builds of the box: use the 64-bit \
                     (arm64) build for a neural voice"
             .into());
