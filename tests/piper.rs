@@ -321,6 +321,20 @@ async fn a_call_is_answered_in_piper_s_voice_and_a_barge_in_cuts_the_reply_at_on
     let r = voca::twilio::simulator::run(&call).await.expect("call");
     assert!(r.clears >= 1, "the box sent clear");
     assert!(!r.marks_echoed.contains(&"greeting".to_owned()), "the greeting was cut: {:?}", r.marks_echoed);
-    assert!(r.frames_after_clear[0] <= 1, "frames of the cut reply after the clear: {:?}", r.frames_after_clear);
+    assert!(r.frames_after_clear[0] <= 1, "frames of the cut greeting after the clear: {:?}", r.frames_after_clear);
+
+    // 3. The caller talks over a reply Piper is rendering live (about 3 s of "did not catch that",
+    // starting about half a second after the question): cleared, and nothing more of it follows.
+    let mut caller = vec![0i16; 8000 * 6];
+    caller.extend(common::say("지금 몇 시 예요", 8000));
+    caller.extend(vec![0i16; 8000 * 2]);
+    caller.extend(common::say("다시 말해 주세요", 8000));
+    caller.extend(vec![0i16; 8000 * 4]);
+    let mut call = voca::twilio::simulator::SimCall::new(&base, Some(common::AUTH_TOKEN));
+    call.audio = caller;
+    let r = voca::twilio::simulator::run(&call).await.expect("call");
+    assert!(r.marks_echoed.contains(&"greeting".to_owned()), "the greeting played out: {:?}", r.marks_echoed);
+    assert!(r.clears >= 1, "the reply was cut: turns {:?}, marks {:?}", r.turns, r.marks_echoed);
+    assert!(r.frames_after_clear.iter().all(|&n| n <= 1), "frames after each clear: {:?}", r.frames_after_clear);
     running.stop().await.expect("stops");
 }
