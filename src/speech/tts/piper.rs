@@ -223,6 +223,8 @@ pub fn probe(onnx: &Path, library: &Path, memo: Option<&Path>) -> Result<(), Pip
         .arg(onnx)
         .arg("--onnxruntime")
         .arg(library)
+        // Quiet, so its stderr (read once it ends) stays far below a pipe's buffer: just the error.
+        .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
