@@ -128,51 +128,16 @@ fn a_missing_voice_falls_back_to_espeak_and_says_what_to_install() {
     assert!(tts.voice.fallback.as_deref().is_some_and(|w| w.contains("speaks \"en\"")), "{:?}", tts.voice);
 }
 
-#[test]
-fn voca_check_says_when_onnx_runtime_is_missing_and_how_to_install_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("voca.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[device]\ndata_dir = \"{}\"\n[twilio]\napi_base = \"http://127.0.0.1:9\"\n\
-             [speech]\nvoices_dir = \"{}\"\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n",
-            dir.path().join("data").display(),
-            root().join("voices").display()
-        ),
-    )
-    .expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_voca"))
-        .arg("--config")
-        .arg(&config)
-        .arg("check")
-        .env("VOCA_DEVICE_PLAYBACK", "null")
-        .env("VOCA_DEVICE_CAPTURE", "null")
-        .output()
-        .expect("voca check");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let line = text.lines().find(|l| l.contains("tts")).unwrap_or_else(|| panic!("no tts line in:\n{text}"));
-    assert!(line.contains("espeak-ng") && line.contains("not the configured Piper voice"), "{line}");
-    assert!(text.contains("/nonexistent/libonnxruntime.so") && text.contains("make deps"), "{text}");
-}
-
-#[test]
-fn an_onnx_runtime_that_crashes_as_it_loads_costs_a_fallback_not_the_box() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // A "libonnxruntime.so" whose constructor crashes the process that loads it.
-    let source = dir.path().join("crash.c");
-    std::fs::write(&source, "__attribute__((constructor)) static void boom(void) { *(volatile int *)0 = 1; }\n")
-        .expect("source");
-    let library = dir.path().join("libonnxruntime.so");
-    let built = Command::new("gcc").args(["-shared", "-fPIC", "-o"]).arg(&library).arg(&source).status().expect("gcc");
-    assert!(built.success(), "gcc builds the crashing library");
-    let config = dir.path().join("voca.toml");
+/// `voca check` (the real binary) with the joe voice and `speech.onnxruntime = library`: whether it
+/// exited on its own (not by a signal), and everything it printed.
+fn check_with_runtime(dir: &Path, library: &Path) -> (bool, String) {
+    let config = dir.join("voca.toml");
     std::fs::write(
         &config,
         format!(
             "[device]\ndata_dir = \"{}\"\n[twilio]\napi_base = \"http://127.0.0.1:9\"\n\
              [speech]\nvoices_dir = \"{}\"\nonnxruntime = \"{}\"\n",
-            dir.path().join("data").display(),
+            dir.join("data").display(),
             root().join("voices").display(),
             library.display()
         ),
@@ -187,8 +152,36 @@ fn an_onnx_runtime_that_crashes_as_it_loads_costs_a_fallback_not_the_box() {
         .output()
         .expect("voca check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.code().is_some(), "voca check itself did not crash:\n{text}");
-    let line = text.lines().find(|l| l.contains("tts")).unwrap_or_else(|| panic!("no tts line in:\n{text}"));
+    (out.status.code().is_some(), text)
+}
+
+/// The `tts` line of `voca check`'s output.
+fn tts_line(text: &str) -> &str {
+    text.lines().find(|l| l.contains("tts")).unwrap_or_else(|| panic!("no tts line in:\n{text}"))
+}
+
+#[test]
+fn voca_check_says_when_onnx_runtime_is_missing_and_how_to_install_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, text) = check_with_runtime(dir.path(), Path::new("/nonexistent/libonnxruntime.so"));
+    let line = tts_line(&text);
+    assert!(line.contains("espeak-ng") && line.contains("not the configured Piper voice"), "{line}");
+    assert!(text.contains("/nonexistent/libonnxruntime.so") && text.contains("make deps"), "{text}");
+}
+
+#[test]
+fn an_onnx_runtime_that_crashes_as_it_loads_costs_a_fallback_not_the_box() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A "libonnxruntime.so" whose constructor crashes the process that loads it.
+    let source = dir.path().join("crash.c");
+    std::fs::write(&source, "__attribute__((constructor)) static void boom(void) { *(volatile int *)0 = 1; }\n")
+        .expect("source");
+    let library = dir.path().join("libonnxruntime.so");
+    let built = Command::new("gcc").args(["-shared", "-fPIC", "-o"]).arg(&library).arg(&source).status().expect("gcc");
+    assert!(built.success(), "gcc builds the crashing library");
+    let (exited, text) = check_with_runtime(dir.path(), &library);
+    assert!(exited, "voca check itself did not crash:\n{text}");
+    let line = tts_line(&text);
     assert!(line.contains("espeak-ng") && line.contains("not the configured Piper voice"), "{line}");
     assert!(text.contains("crashed the process that loaded it"), "{text}");
 }
