@@ -639,7 +639,7 @@ async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
         loop {
             match listener.wait(Duration::from_secs(30) + seconds) {
                 Some(Heard::Final { text, .. }) => return text,
-                Some(Heard::Partial(_)) => {}
+                Some(Heard::Tentative(_)) => {}
                 Some(Heard::Missed) | None => return String::new(),
             }
         }

@@ -190,6 +190,35 @@ async fn the_caller_can_barge_in_and_is_heard() {
     b.stop().await;
 }
 
+/// espeak-ng speech at 8 kHz without the quiet it trails.
+fn said_without_trailing_quiet(text: &str) -> Vec<i16> {
+    let mut speech = common::say(text, 8000);
+    let end = speech.iter().rposition(|s| s.unsigned_abs() > 300).map_or(0, |i| i + 1);
+    speech.truncate(end);
+    speech
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_prepared_at_a_pause_is_dropped_when_the_caller_goes_on() {
+    let b = SpeechBox::start("grammar-first").await;
+    // A pause long enough to settle the recognizer (and prepare the date's answer), too short to end
+    // the turn; then the caller asks the time as well. The whole utterance is placed on the longer
+    // phrase, so the answer must be the time, not the date prepared at the pause.
+    let mut caller = silence(0.8);
+    caller.extend(said_without_trailing_quiet("오늘 며칠 이에요"));
+    caller.extend(silence(0.36));
+    caller.extend(said_without_trailing_quiet("지금 몇 시 예요"));
+    caller.extend(silence(4.0));
+    let r = simulator::run(&b.call(caller)).await.expect("call");
+    let turns = b.turns(&r.call_sid).await;
+    assert_eq!(turns.len(), 2, "one utterance, one answer: {turns:?}");
+    assert_eq!(turns[0], ("caller".to_owned(), "지금 몇 시 예요".to_owned()), "{turns:?}");
+    assert!(turns[1].0 == "box" && turns[1].1.starts_with("지금은 "), "the time, not the date: {turns:?}");
+    let spoken: Vec<_> = r.turns.iter().filter(|t| t.kind == "speech").collect();
+    assert!(spoken.first().is_some_and(|t| t.latency_ms.is_some()), "the answer was heard: {:?}", r.turns);
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_is_recorded_saved_and_logged() {
     let b = SpeechBox::start("grammar-first").await;

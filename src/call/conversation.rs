@@ -98,6 +98,18 @@ enum Mode {
     Closing,
 }
 
+/// A reply prepared while the caller paused: it renders during the hangover and is played the moment
+/// the turn ends if the transcript is the one it was prepared for (else it is dropped, which cancels
+/// its synthesis). Twenty calls ending a turn together then find their answers rendered.
+struct Prepared {
+    heard: String,
+    text: String,
+    speech: Speech,
+    /// What has been rendered so far: taken off the channel as it comes, so the synthesis never
+    /// waits for a reply nobody plays yet.
+    audio: Vec<Vec<i16>>,
+}
+
 /// One assistant call.
 pub struct AssistantCall {
     kit: SpeechKit,
@@ -107,6 +119,7 @@ pub struct AssistantCall {
     conversation: Conversation,
     /// The reply being synthesised, and what to do once it has all been queued.
     speaking: Option<(Speech, Action)>,
+    prepared: Option<Prepared>,
     pending_llm: Option<(String, oneshot::Receiver<Option<String>>)>,
     last_heard: Instant,
     /// When the last transcript arrived (for the turn's timing line).
@@ -158,6 +171,7 @@ impl AssistantCall {
             mode: Mode::Waiting,
             conversation: Conversation::default(),
             speaking: None,
+            prepared: None,
             pending_llm: None,
             last_heard: Instant::now(),
             heard_at: None,
@@ -249,36 +263,53 @@ impl AssistantCall {
         }
     }
 
+    /// The answer the box gives without asking the LLM: the rules', or the fallback when there is no
+    /// LLM to ask.
+    fn offline_reply(&self, heard: &str) -> Option<Reply> {
+        let understood = self.kit.assistant.understand(heard, &self.conversation);
+        understood.or_else(|| self.kit.llm.is_none().then(|| self.kit.assistant.fallback()))
+    }
+
     fn answer(&mut self, heard: String, out: &mut Outbox) {
         info!(turn = self.turn, "caller said {:?}", heard);
         self.log_turn("caller", &heard);
-        if let Some(reply) = self.kit.assistant.understand(&heard, &self.conversation) {
+        if let Some(reply) = self.offline_reply(&heard) {
             self.say(reply, &heard, out);
             return;
         }
-        match &self.kit.llm {
-            Some(llm) => {
-                let (tx, rx) = oneshot::channel();
-                let (llm, question, history) = (llm.clone(), heard.clone(), self.conversation.turns.clone());
-                let waker = self.waker.clone();
-                tokio::spawn(async move {
-                    let answer = match llm.ask(&question, &history).await {
-                        Ok(text) => Some(text),
-                        Err(e) => {
-                            warn!("{e}: answering offline");
-                            None
-                        }
-                    };
-                    let _ = tx.send(answer);
-                    waker.notify_one();
-                });
-                self.pending_llm = Some((heard, rx));
-            }
-            None => {
-                let fallback = self.kit.assistant.fallback();
-                self.say(fallback, &heard, out);
-            }
+        let Some(llm) = self.kit.llm.clone() else { return };
+        let (tx, rx) = oneshot::channel();
+        let (question, history) = (heard.clone(), self.conversation.turns.clone());
+        let waker = self.waker.clone();
+        tokio::spawn(async move {
+            let answer = match llm.ask(&question, &history).await {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    warn!("{e}: answering offline");
+                    None
+                }
+            };
+            let _ = tx.send(answer);
+            waker.notify_one();
+        });
+        self.pending_llm = Some((heard, rx));
+    }
+
+    /// The caller paused and the recognizer says what they said if that was the end: render the
+    /// answer now, during the hangover (only a plain spoken answer; hanging up, voicemail, transfers
+    /// and the LLM wait for the turn's end).
+    fn prepare(&mut self, heard: String) {
+        if !matches!(self.mode, Mode::Talking) || self.speaking.is_some() || self.pending_llm.is_some() {
+            return;
         }
+        if self.prepared.as_ref().is_some_and(|p| p.heard == heard) {
+            return;
+        }
+        self.prepared = None;
+        let Some(reply) = self.offline_reply(&heard).filter(|r| r.action == Action::None) else { return };
+        debug!(heard = %heard, "a pause: preparing the reply");
+        let speech = self.kit.tts.speak_waking(&reply.text, Some(self.waker.clone()));
+        self.prepared = Some(Prepared { heard, text: reply.text, speech, audio: Vec::new() });
     }
 
     fn say(&mut self, reply: Reply, heard: &str, out: &mut Outbox) {
@@ -301,24 +332,37 @@ impl AssistantCall {
             (Action::Call(_), None) => self.kit.assistant.language.trouble.to_owned(),
             _ => reply.text.clone(),
         };
-        self.speaking = Some((self.kit.tts.speak_waking(&text, Some(self.waker.clone())), reply.action));
+        let speech = match self.prepared.take() {
+            Some(p) if p.heard == heard && p.text == text && reply.action == Action::None => {
+                debug!(turn = self.turn, chunks = p.audio.len(), "the reply was prepared during the pause");
+                for chunk in &p.audio {
+                    self.play_reply(chunk, out);
+                }
+                p.speech
+            }
+            _ => self.kit.tts.speak_waking(&text, Some(self.waker.clone())),
+        };
+        self.speaking = Some((speech, reply.action));
     }
 
-    /// Queues synthesised sentences as they arrive.
+    fn play_reply(&mut self, chunk: &[i16], out: &mut Outbox) {
+        if let Some(heard) = self.heard_at.take() {
+            debug!(turn = self.turn, ms = heard.elapsed().as_millis() as u64, "transcript -> first reply audio");
+        }
+        out.play(chunk, &format!("reply-{}", self.turn))
+    }
+
+    /// Queues synthesised sentences as they arrive (a prepared reply's are kept for later).
     fn pump_speech(&mut self, out: &mut Outbox) {
-        let Some((speech, _)) = self.speaking.as_mut() else { return };
+        if let Some(p) = self.prepared.as_mut() {
+            while let Ok(chunk) = p.speech.chunks.try_recv() {
+                p.audio.push(chunk);
+            }
+        }
         loop {
+            let Some((speech, _)) = self.speaking.as_mut() else { return };
             match speech.chunks.try_recv() {
-                Ok(chunk) => {
-                    if let Some(heard) = self.heard_at.take() {
-                        debug!(
-                            turn = self.turn,
-                            ms = heard.elapsed().as_millis() as u64,
-                            "transcript -> first reply audio"
-                        );
-                    }
-                    out.play(&chunk, &format!("reply-{}", self.turn))
-                }
+                Ok(chunk) => self.play_reply(&chunk, out),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return,
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
                     if let Some((_, Action::Call(name))) = self.speaking.take() {
@@ -368,10 +412,7 @@ impl AssistantCall {
 
     fn heard(&mut self, heard: Heard, out: &mut Outbox) {
         match heard {
-            Heard::Partial(_) if out.is_playing() && self.listener.is_talking() => {
-                self.barge_in(out, "words recognised")
-            }
-            Heard::Partial(_) => {}
+            Heard::Tentative(text) => self.prepare(text),
             Heard::Final { text, lag, decode, pass } => {
                 debug!(?pass, decode_ms = decode.as_millis() as u64, lag_ms = lag.as_millis() as u64, "transcript");
                 self.heard_at = Some(Instant::now());
@@ -387,8 +428,11 @@ impl AssistantCall {
                 if !text.trim().is_empty() {
                     self.answer(text, out);
                 }
+                // Prepared for another transcript (or for one the LLM answers): not wanted.
+                self.prepared = None;
             }
             Heard::Missed => {
+                self.prepared = None;
                 let dropped = self.listener.take_dropped();
                 if let Some(more) = MISSING.check() {
                     warn!(

@@ -18,8 +18,9 @@ const FRAME_16K: usize = 320;
 /// Frames kept from before an onset (the onset fires `min_speech` into the speech): 400 ms.
 const PREROLL: usize = 20;
 /// The recognizer finalises this long before the hangover would end the utterance (but never
-/// before half of it): twenty calls ending a turn together then find their transcripts ready.
-const SETTLE_AHEAD: Duration = Duration::from_millis(200);
+/// before half of it: 250 ms into the default 500 ms), and the reply to what it settled on is
+/// rendered meanwhile: twenty calls ending a turn together then find their answers ready.
+const SETTLE_AHEAD: Duration = Duration::from_millis(300);
 
 /// One listener: a call, the push-to-talk button, a recording.
 pub struct Listener {
@@ -220,7 +221,7 @@ pub fn transcribe(stt: &Stt, vad: VadConfig, audio: &[i16]) -> Result<Vec<String
         match listener.wait(patience) {
             Some(Heard::Final { text, .. }) => texts.push(text),
             Some(Heard::Missed) => texts.push(String::new()),
-            Some(Heard::Partial(_)) => {}
+            Some(Heard::Tentative(_)) => {}
             None => return Err(TranscribeError::Stalled { heard: texts.len(), utterances }),
         }
     }
@@ -242,6 +243,11 @@ mod tests {
         })
     }
 
+    /// Quiet frames the recognizer hears before it settles: 13 (260 ms) with the default hangover.
+    fn settle_frames(listener: &Listener) -> u64 {
+        (listener.settle_after.as_millis() as u64).div_ceil(20)
+    }
+
     fn frames(listener: &mut Listener, level: i16, n: usize) -> Vec<VadEvent> {
         let tone: [i16; FRAME_16K] = std::array::from_fn(|i| if i % 2 == 0 { level } else { -level });
         (0..n).filter_map(|_| listener.hear(&tone)).collect()
@@ -257,8 +263,11 @@ mod tests {
         assert_eq!(frames(&mut listener, 0, 40), [VadEvent::End]);
         assert_eq!(listener.pending(), 1);
         // The speech, its pre-roll (400 ms) and the hangover up to the pause that settles the
-        // recognizer (300 ms) wait; the rest of the hangover is quiet it does not need.
-        assert_eq!(listener.backlog(), Duration::from_millis(20 * (50 + PREROLL as u64 - 9 + 15)));
+        // recognizer (260 ms) wait; the rest of the hangover is quiet it does not need.
+        assert_eq!(
+            listener.backlog(),
+            Duration::from_millis(20 * (50 + PREROLL as u64 - 9 + settle_frames(&listener)))
+        );
         // A recording that stops mid-word still ends its utterance.
         assert_eq!(frames(&mut listener, 5000, 20), [VadEvent::Onset]);
         listener.flush();
@@ -272,9 +281,9 @@ mod tests {
         let mut listener = Listener::new(no_model(), VadConfig::default(), Duration::from_secs(30));
         assert_eq!(frames(&mut listener, 5000, 50), [VadEvent::Onset]);
         let before = listener.backlog();
-        // 400 ms of quiet: settled after 300 ms, the last 100 ms held back.
+        // 400 ms of quiet: settled after 260 ms, the rest held back.
         assert!(frames(&mut listener, 0, 20).is_empty());
-        assert_eq!(listener.backlog(), before + Duration::from_millis(300));
+        assert_eq!(listener.backlog(), before + Duration::from_millis(20 * settle_frames(&listener)));
         // Speech goes on: the held quiet and the new speech reach the recognizer.
         assert!(frames(&mut listener, 5000, 10).is_empty());
         assert_eq!(listener.backlog(), before + Duration::from_millis(400 + 200));

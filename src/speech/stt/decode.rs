@@ -7,16 +7,19 @@ use std::time::{Duration, Instant};
 use super::ear::{Ear, Item};
 use super::{Heard, Pass, Recognition, Shared, FRAME_16K, SLOW_DOWN_US};
 
-/// The recognizers one worker runs, for the configured [`Recognition`].
-/// Partials are looked at every 200 ms.
-const PARTIAL_EVERY: u32 = 10;
+/// The recognizers one worker runs, for the configured [`Recognition`]. No partial results are
+/// asked for: the VAD already tells when the caller talks over the box, and partials cost a fifth of
+/// a grammar recognizer's time.
 /// Audio kept per utterance: a longer one is decoded free-form only from its first minute, and is
 /// not settled at pauses.
 const UTTERANCE_MAX: usize = 16000 * 60;
 
 pub(super) struct Recognizers {
+    shared: Arc<Shared>,
     /// The closed grammar's recognizer and its phrases.
     grammar: Option<(vosk::Recognizer, Arc<Vec<String>>)>,
+    /// The free-form recognizer that hears every frame (`free` recognition only; grammar-first's
+    /// second pass borrows one of the shared set).
     free: Option<vosk::Recognizer>,
     unknown_word: Option<&'static str>,
     /// The utterance's audio so far (its first minute): for a free-form second pass, and to decode
@@ -26,8 +29,6 @@ pub(super) struct Recognizers {
     said: String,
     /// The transcript the live recognizer settled on at a pause (see [`Recognizers::settle`]).
     settled: Option<String>,
-    frames: u32,
-    last_partial: String,
 }
 
 pub(super) fn text_of(result: vosk::CompleteResult<'_>) -> String {
@@ -39,26 +40,25 @@ pub(super) fn join(a: &str, b: &str) -> String {
 }
 
 impl Recognizers {
-    pub(super) fn new(shared: &Shared) -> Option<Self> {
+    pub(super) fn new(shared: Arc<Shared>) -> Option<Self> {
         let grammar = match (&shared.grammar, shared.recognition) {
             (Some(phrases), Recognition::Grammar | Recognition::GrammarFirst) => {
                 Some((vosk::Recognizer::new_with_grammar(&shared.model, 16000.0, phrases)?, shared.phrases.clone()))
             }
             _ => None,
         };
-        let free = match (shared.recognition, &grammar) {
-            (Recognition::Grammar, Some(_)) => None,
-            _ => Some(vosk::Recognizer::new(&shared.model, 16000.0)?),
+        let free = match grammar {
+            Some(_) => None,
+            None => Some(vosk::Recognizer::new(&shared.model, 16000.0)?),
         };
         Some(Self {
+            unknown_word: shared.unknown_word,
+            shared,
             grammar,
             free,
-            unknown_word: shared.unknown_word,
             utterance: Vec::with_capacity(16000 * 10),
             said: String::new(),
             settled: None,
-            frames: 0,
-            last_partial: String::new(),
         })
     }
 
@@ -71,8 +71,8 @@ impl Recognizers {
         }
     }
 
-    /// Feeds a frame; returns a new partial transcript every 200 ms when it changed.
-    fn accept(&mut self, frame: &[i16]) -> Option<String> {
+    /// Feeds a frame.
+    fn accept(&mut self, frame: &[i16]) {
         if self.settled.take().is_some() {
             // Speech went on after the pause: decode the utterance again from its start, so the
             // result is the one an unbroken decode gives (a phrase split at a pause is misheard).
@@ -87,26 +87,32 @@ impl Recognizers {
             self.utterance.extend_from_slice(frame);
         }
         self.decode(frame);
-        self.frames += 1;
-        if !self.frames.is_multiple_of(PARTIAL_EVERY) {
-            return None;
-        }
-        let live = self.live().partial_result().partial.to_owned();
-        let partial = join(&self.said, &live);
-        if partial.is_empty() || partial == self.last_partial {
-            return None;
-        }
-        self.last_partial.clone_from(&partial);
-        Some(partial)
     }
 
     /// The speaker paused: finalises what the live recognizer has heard so far, so the end of the
     /// utterance (a moment later, usually) costs nothing. If speech goes on instead, the utterance
-    /// is decoded again from its start (see `accept`).
-    fn settle(&mut self) {
-        if self.utterance.len() < UTTERANCE_MAX {
-            self.settled = Some(text_of(self.live().final_result()));
+    /// is decoded again from its start (see `accept`). Returns the transcript the utterance would
+    /// have if it ended here, when that needs no further decoding (no free-form second pass), so
+    /// the reply can be prepared while the hangover runs.
+    fn settle(&mut self) -> Option<String> {
+        if self.utterance.len() >= UTTERANCE_MAX {
+            return None;
         }
+        let text = text_of(self.live().final_result());
+        let heard = join(&self.said, &text);
+        self.settled = Some(text);
+        match self.place(&heard) {
+            None => Some(heard),
+            Some((placed, unknown)) => placed.filter(|_| !unknown),
+        }
+    }
+
+    /// Where the grammar's transcript lands: the phrase it is placed on (if any), and whether it
+    /// holds the model's unknown-word token (speech outside the grammar). `None` without a grammar.
+    fn place(&self, heard: &str) -> Option<(Option<String>, bool)> {
+        let (_, phrases) = self.grammar.as_ref()?;
+        let unknown = self.unknown_word.is_some_and(|u| heard.split(' ').any(|w| w == u));
+        Some((crate::assistant::pick_phrase(heard, phrases).map(str::to_owned), unknown))
     }
 
     /// The live recognizer hears `audio`.
@@ -126,29 +132,20 @@ impl Recognizers {
             None => text_of(self.live().final_result()),
         };
         let heard = join(&std::mem::take(&mut self.said), &tail);
-        self.frames = 0;
-        self.last_partial.clear();
         let audio = std::mem::take(&mut self.utterance);
-        let Some((_, phrases)) = &self.grammar else { return (heard, Pass::Free) };
-        let unknown = self.unknown_word.is_some_and(|u| heard.split(' ').any(|w| w == u));
-        let placed = crate::assistant::pick_phrase(&heard, phrases).map(str::to_owned);
+        let Some((placed, unknown)) = self.place(&heard) else { return (heard, Pass::Free) };
         tracing::debug!(grammar = %heard, placed = ?placed, "grammar pass");
-        let result = match (placed, &mut self.free) {
-            (Some(phrase), _) if !unknown => (phrase, Pass::Phrase),
-            (_, Some(free)) if !audio.is_empty() => {
-                for chunk in audio.chunks(FRAME_16K * 10) {
-                    if let Ok(vosk::DecodingState::Finalized) = free.accept_waveform(chunk) {
-                        self.said = join(&self.said, &text_of(free.result()));
-                    }
+        let second_pass = self.shared.recognition == Recognition::GrammarFirst && !audio.is_empty();
+        let result = match placed {
+            Some(phrase) if !unknown => (phrase, Pass::Phrase),
+            placed => match (second_pass.then(|| self.shared.decode_free(&audio)).flatten(), placed) {
+                (Some(text), _) => (text, Pass::Free),
+                (None, Some(phrase)) => (phrase, Pass::Phrase),
+                (None, None) => {
+                    let known: Vec<&str> = heard.split(' ').filter(|w| Some(*w) != self.unknown_word).collect();
+                    (known.join(" "), Pass::Phrase)
                 }
-                let text = join(&std::mem::take(&mut self.said), &text_of(free.final_result()));
-                (text, Pass::Free)
-            }
-            (Some(phrase), _) => (phrase, Pass::Phrase),
-            (None, _) => {
-                let known: Vec<&str> = heard.split(' ').filter(|w| Some(*w) != self.unknown_word).collect();
-                (known.join(" "), Pass::Phrase)
-            }
+            },
         };
         self.utterance = audio;
         self.utterance.clear();
@@ -161,8 +158,6 @@ impl Recognizers {
         self.said.clear();
         self.settled = None;
         self.utterance.clear();
-        self.frames = 0;
-        self.last_partial.clear();
     }
 
     /// Decodes `audio` once and forgets it: pays a new recognizer's slow first utterance (its
@@ -185,11 +180,13 @@ impl Recognizers {
                     if slow > 0 {
                         std::thread::sleep(Duration::from_micros(slow));
                     }
-                    if let Some(partial) = self.accept(&frame) {
-                        ear.answer(Heard::Partial(partial));
+                    self.accept(&frame);
+                }
+                Item::Settle => {
+                    if let Some(text) = self.settle().filter(|t| !t.trim().is_empty()) {
+                        ear.answer(Heard::Tentative(text));
                     }
                 }
-                Item::Settle => self.settle(),
                 Item::End(at) => {
                     let started = Instant::now();
                     let lag = started.saturating_duration_since(at);

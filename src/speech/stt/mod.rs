@@ -105,8 +105,9 @@ pub enum Pass {
 /// What a listener hears back from its recognizer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Heard {
-    /// Words so far in the current utterance (drives barge-in).
-    Partial(String),
+    /// The speaker paused and this is what the utterance says if the pause is its end (it may not
+    /// be: a `Final` follows either way). Lets the reply be prepared during the hangover.
+    Tentative(String),
     /// An utterance's transcript. `decode`: how long decoding the tail took once it ended; `lag`:
     /// how long its end waited in the queue for the recognizer (0 when it keeps up).
     Final { text: String, pass: Pass, decode: Duration, lag: Duration },
@@ -130,16 +131,54 @@ pub(super) struct Shared {
     /// The phrases transcripts are placed on.
     phrases: Arc<Vec<String>>,
     unknown_word: Option<&'static str>,
+    /// Free-form recognizers for grammar-first's second pass and voicemail transcripts, handed from
+    /// worker to worker: second passes are rare, and a free-form recognizer is slow on its first
+    /// utterances (it fills a cache of the decoding graph as it goes), so a few warm ones serve
+    /// every call instead of each call's worker keeping a cold one of its own.
+    free: Mutex<Vec<vosk::Recognizer>>,
+}
+
+impl Shared {
+    /// Decodes `audio` free-form on a recognizer from the shared set (a new one if all are busy)
+    /// and gives it back: the whole transcript, including what VOSK's endpointer closed on the way.
+    fn decode_free(&self, audio: &[i16]) -> Option<String> {
+        let taken = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut rec = match taken {
+            Some(rec) => rec,
+            None => vosk::Recognizer::new(&self.model, 16000.0)?,
+        };
+        let mut text = String::new();
+        for chunk in audio.chunks(FRAME_16K * 10) {
+            if let Ok(vosk::DecodingState::Finalized) = rec.accept_waveform(chunk) {
+                text = join(&text, &text_of(rec.result()));
+            }
+        }
+        let text = join(&text, &text_of(rec.final_result()));
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        Some(text)
+    }
+
+    /// A free-form recognizer for the shared set, warmed on `audio` first.
+    fn warm_free(&self, audio: &[i16]) -> bool {
+        let Some(mut rec) = vosk::Recognizer::new(&self.model, 16000.0) else { return false };
+        for chunk in audio.chunks(FRAME_16K) {
+            let _ = rec.accept_waveform(chunk);
+        }
+        let _ = rec.final_result();
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        true
+    }
 }
 
 /// Recognition yields the CPU to what must keep real time (paced audio, the answers' synthesis,
-/// HTTP): a recognizer that falls behind loses nothing, its ear queues. Linux nice +5 for the
-/// calling thread only.
+/// HTTP): a recognizer that falls behind loses nothing, its ear queues. Linux nice +15 for the
+/// calling thread only: nice is weighed per thread, so twenty recognizers at a milder +5 together
+/// still outweighed the one TTS thread several times over when twenty calls ended a turn at once.
 fn below_real_time_work() {
     // SAFETY: setpriority(2) on this thread's own id; no memory is passed.
     let done = unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 5)
+        libc::setpriority(libc::PRIO_PROCESS, tid, 15)
     };
     if done != 0 {
         tracing::debug!("recognizer thread priority unchanged: {}", std::io::Error::last_os_error());
@@ -172,7 +211,7 @@ impl Worker {
             .name("voca-stt".into())
             .spawn(move || {
                 below_real_time_work();
-                let Some(mut recognizers) = Recognizers::new(&shared) else {
+                let Some(mut recognizers) = Recognizers::new(shared) else {
                     tracing::error!("libvosk could not make a recognizer from the loaded model");
                     let _ = ready_tx.send(false);
                     return;
@@ -313,6 +352,7 @@ impl Stt {
                         grammar,
                         phrases: Arc::new(phrases),
                         unknown_word: loaded.unknown_word,
+                        free: Mutex::new(Vec::new()),
                     });
                     {
                         let mut inner = loader.lock();
@@ -327,6 +367,13 @@ impl Stt {
                         match Worker::spawn(shared.clone(), Some(loader.warm_up.clone())) {
                             Some(worker) => loader.lock().idle.push(worker),
                             None => break,
+                        }
+                    }
+                    if options.recognition == Recognition::GrammarFirst {
+                        for _ in 0..options.warm {
+                            if loader.lock().stopping || !shared.warm_free(&loader.warm_up) {
+                                break;
+                            }
                         }
                     }
                     tracing::info!("{} recognizer(s) warmed in {:.1} s", options.warm, started.elapsed().as_secs_f64());
@@ -417,15 +464,8 @@ impl Stt {
     /// A free-form transcript of a whole recording (voicemail), on a recognizer of its own: blocking,
     /// call it off the async runtime. `None` if the model is not loaded.
     pub fn transcribe_free(&self, audio: &[i16]) -> Option<String> {
-        let model = self.lock().shared.as_ref()?.model.clone();
-        let mut rec = vosk::Recognizer::new(&model, 16000.0)?;
-        let mut text = String::new();
-        for chunk in audio.chunks(FRAME_16K * 10) {
-            if let Ok(vosk::DecodingState::Finalized) = rec.accept_waveform(chunk) {
-                text = join(&text, &text_of(rec.result()));
-            }
-        }
-        Some(join(&text, &text_of(rec.final_result())))
+        let shared = self.lock().shared.clone()?;
+        shared.decode_free(audio)
     }
 }
 
