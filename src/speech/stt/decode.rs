@@ -41,11 +41,9 @@ pub(super) fn join(a: &str, b: &str) -> String {
 
 impl Recognizers {
     pub(super) fn new(shared: Arc<Shared>) -> Option<Self> {
-        let grammar = match (&shared.grammar, shared.recognition) {
-            (Some(phrases), Recognition::Grammar | Recognition::GrammarFirst) => {
-                Some((vosk::Recognizer::new_with_grammar(&shared.model, 16000.0, phrases)?, shared.phrases.clone()))
-            }
-            _ => None,
+        let grammar = match Self::grammar_recognizer(&shared) {
+            Some(made) => Some(made?),
+            None => None,
         };
         let free = match grammar {
             Some(_) => None,
@@ -60,6 +58,13 @@ impl Recognizers {
             said: String::new(),
             settled: None,
         })
+    }
+
+    /// A new recognizer for the closed grammar (about a millisecond to make, and as quick on its first
+    /// utterance as on later ones), if the configured recognition uses one.
+    fn grammar_recognizer(shared: &Shared) -> Option<Option<(vosk::Recognizer, Arc<Vec<String>>)>> {
+        let phrases = shared.grammar.as_ref().filter(|_| shared.recognition != Recognition::Free)?;
+        Some(vosk::Recognizer::new_with_grammar(&shared.model, 16000.0, phrases).map(|r| (r, shared.phrases.clone())))
     }
 
     /// The recognizer that hears every frame as it comes.
@@ -171,8 +176,13 @@ impl Recognizers {
         }
     }
 
-    /// Serves one ear until it is detached.
+    /// Serves one ear until it is detached. Each listener (a caller) gets a grammar recognizer of its
+    /// own: VOSK adapts to the voice it hears across utterances, and one caller's voice must not
+    /// colour how the next is heard.
     pub(super) fn serve(&mut self, ear: &Ear) {
+        if let Some(Some(fresh)) = Self::grammar_recognizer(&self.shared) {
+            self.grammar = Some(fresh);
+        }
         while let Some(item) = ear.next_item() {
             match item {
                 Item::Audio(frame) => {
