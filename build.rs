@@ -26,8 +26,15 @@ fn main() {
         );
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
-    // $ORIGIN first: on a box, libvosk.so is installed beside the binary.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:{}", dir.display());
+    // $ORIGIN first (a box with libvosk.so beside the binary), then /usr/lib/voca (the package);
+    // the build folder last, for `cargo run` and tests, and only for this machine: a cross-built
+    // binary never runs where it was built, and the Makefile puts the library beside it.
+    let rpath = if target == env::var("HOST").expect("cargo sets HOST") {
+        format!("$ORIGIN:/usr/lib/voca:{}", dir.display())
+    } else {
+        "$ORIGIN:/usr/lib/voca".to_owned()
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
 
     // ONNX Runtime (Piper voices) is loaded at run time, never linked: a checkout's copy is found
     // in .deps/onnxruntime/<target>/ (where `make deps` puts it), a box's beside the binary.

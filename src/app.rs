@@ -42,11 +42,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let running = start(config).await?;
+    let health = crate::service::Health { store: running.store.clone(), speech: running.speech.clone() };
+    let service = crate::service::Service::ready(health, running.state.clone());
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
     info!("{name} received: shutting down");
+    service.stopping();
     running.stop().await
 }
 
@@ -284,7 +287,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state.clone(),
         crate::callout::Policy::from_config(&config.calls),
     );
-    let crate::panel::Opened { panel, sim: sim_panel } = crate::panel::open(&config.device.board)?;
+    let crate::panel::Opened { panel, sim: sim_panel } = match crate::panel::open(&config.device.board) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let fault = format!("the board \"{}\" could not be opened: {e:#}", config.device.board);
+            error!("{fault}; the box answers calls without its LEDs and buttons (`voca check` says more)");
+            state.set_fault(Some(fault));
+            crate::panel::absent()
+        }
+    };
     let language = kit
         .as_ref()
         .map_or_else(|| crate::speech::prompts::language(&config.speech.language), |k| k.assistant.language);

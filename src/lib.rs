@@ -5,6 +5,7 @@
 //! - [`telemetry`]: logging set-up (plain lines under systemd, RUST_LOG honoured).
 //! - [`events`]: the state snapshot everything else shows (LEDs, status page).
 //! - [`app`]: wiring and orderly shutdown of `voca run`; [`commands`]: the other subcommands.
+//! - [`service`]: systemd's notify protocol and a watchdog fed only while the box answers.
 //! - [`web`]: the HTTP server loop and the LAN routes (`/healthz`).
 //! - [`twilio`]: signatures, TwiML, Media Streams wire types, webhook routes, REST client, simulator.
 //! - [`call`]: active calls, one session per Media Stream, responders.
@@ -36,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod events;
 pub mod panel;
+pub mod service;
 pub mod speech;
 pub mod store;
 pub mod sync;

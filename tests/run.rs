@@ -122,6 +122,17 @@ fn sigint_stops_the_box_in_order() {
 }
 
 #[test]
+fn a_board_that_cannot_be_opened_leaves_a_box_that_answers_and_shows_the_fault() {
+    // This machine has no GPIO: the real Pi board cannot open.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start_with(dir.path(), "board = \"pi-generic\"\n");
+    let health = get(&running.addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("the board \\\"pi-generic\\\" could not be opened"), "{health}");
+    assert!(running.log.iter().any(|l| l.contains("without its LEDs and buttons")), "{:?}", running.log);
+}
+
+#[test]
 fn a_busy_listen_address_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");

@@ -266,6 +266,11 @@ impl Store {
         Ok(result.await.map_err(|_| StoreError::Stopped)??)
     }
 
+    /// Answers once the database thread has taken a job: it is not stuck (the watchdog asks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|_| Ok(())).await
+    }
+
     /// A call reached the webhook. A retried webhook (same SID) changes nothing.
     pub async fn call_started(&self, sid: &str, direction: &str, from: &str, to: &str) -> Result<(), StoreError> {
         let (sid, direction, from, to) = (sid.to_owned(), direction.to_owned(), from.to_owned(), to.to_owned());

@@ -35,6 +35,9 @@ struct Queue {
     waker: Option<Arc<tokio::sync::Notify>>,
     /// No worker may take more from this ear (its lease ended).
     detached: bool,
+    /// Since when the worker has been busy with the item it took last (`None` while it waits for
+    /// one): a recognizer stuck inside libvosk shows here.
+    working_since: Option<Instant>,
 }
 
 /// One listener's recognition queue: 20 ms frames and utterance ends in, transcripts out. The
@@ -66,6 +69,7 @@ impl Ear {
                 results: VecDeque::new(),
                 waker: None,
                 detached: false,
+                working_since: None,
             }),
             changed: Condvar::new(),
         })
@@ -150,6 +154,7 @@ impl Ear {
     /// The next item for the worker; `None` once the ear is detached.
     pub(super) fn next_item(&self) -> Option<Item> {
         let mut q = self.lock();
+        q.working_since = None;
         loop {
             if q.detached {
                 return None;
@@ -158,10 +163,17 @@ impl Ear {
                 if matches!(item, Item::Audio(_)) {
                     q.audio -= 1;
                 }
+                q.working_since = Some(Instant::now());
                 return Some(item);
             }
             q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// How long the worker has been busy with one item (a frame, a final result), if it is.
+    pub(super) fn busy_for(&self) -> Option<Duration> {
+        let q = self.lock();
+        q.working_since.filter(|_| !q.detached).map(|since| since.elapsed())
     }
 
     pub(super) fn detach(&self) {

@@ -271,6 +271,8 @@ struct PoolInner {
     loader: Option<std::thread::JoinHandle<()>>,
     /// Shutting down: warm no more workers.
     stopping: bool,
+    /// The ears leased workers serve, to see whether any worker is stuck.
+    served: Vec<std::sync::Weak<Ear>>,
 }
 
 /// How the pool is to be built.
@@ -329,6 +331,7 @@ impl Stt {
                 idle: Vec::new(),
                 loader: None,
                 stopping: false,
+                served: Vec::new(),
             })),
             warm_up: Arc::new(options.warm_up.clone()),
         };
@@ -454,7 +457,19 @@ impl Stt {
         if !worker.serve(ear.clone()) {
             return None;
         }
+        {
+            let mut inner = self.lock();
+            inner.served.retain(|e| e.strong_count() > 0);
+            inner.served.push(Arc::downgrade(&ear));
+        }
         Some(Lease { worker: Some(worker), ear, pool: self.clone() })
+    }
+
+    /// The longest any worker has been busy with a single item (a 20 ms frame takes milliseconds, a
+    /// final result at most seconds): the watchdog's sign of a recognizer stuck inside libvosk.
+    pub fn longest_busy(&self) -> Duration {
+        let ears: Vec<Arc<Ear>> = self.lock().served.iter().filter_map(std::sync::Weak::upgrade).collect();
+        ears.iter().filter_map(|ear| ear.busy_for()).max().unwrap_or_default()
     }
 
     pub fn idle(&self) -> usize {

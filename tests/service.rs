@@ -1,0 +1,434 @@
+//! The box as an installed Debian package under real systemd: the package's fields and files, the
+//! unit as `systemd-analyze` sees it, the sd_notify protocol, and the service itself in a minimal
+//! Debian 12 root file system booted with `systemd-nspawn --boot` (systemd as PID 1).
+//!
+//! `make test` builds what these need first: this machine's package from the debug build
+//! (`make deb-test`, in target/debian/test/) and the root file system (`scripts/setup.sh test-rootfs`,
+//! .cache/rootfs/bookworm.tar). They run as root (mmdebstrap, nspawn and nsenter need it).
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{repo, text, voca, AUTH_TOKEN};
+
+/// The package `make deb-test` made for this machine.
+fn deb() -> PathBuf {
+    let dir = repo().join("target/debian/test");
+    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.extension().is_some_and(|x| x == "deb"))
+    });
+    found.unwrap_or_else(|| panic!("no package in {}: `make deb-test` (part of `make test`) makes it", dir.display()))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out).1);
+    out
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    text(&run(cmd)).0
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `GET /healthz` once, with a short timeout: the body, or `None` if nothing answered.
+fn healthz(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    use std::io::Write;
+    write!(s, "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.starts_with("HTTP/1.0 200").then_some(body)
+}
+
+#[test]
+fn the_package_carries_the_binary_its_libraries_the_unit_and_a_kept_config() {
+    let deb = deb();
+    let field = |name: &str| stdout(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name)).trim().to_owned();
+    assert_eq!(field("Package"), "voca");
+    let arch = stdout(Command::new("dpkg").arg("--print-architecture"));
+    assert_eq!(field("Architecture"), arch.trim());
+    let depends = field("Depends");
+    for needed in
+        ["libasound2", "libatomic1", "libstdc++6", "ca-certificates", "libespeak-ng1", "systemd", "libc6 (>= "]
+    {
+        assert!(depends.contains(needed), "Depends lacks {needed}: {depends}");
+    }
+    let contents = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    for path in [
+        "./usr/bin/voca",
+        "./usr/lib/voca/libvosk.so",
+        "./usr/lib/systemd/system/voca.service",
+        "./etc/voca/voca.toml",
+        "./usr/lib/sysusers.d/voca.conf",
+        "./usr/lib/tmpfiles.d/voca.conf",
+        "./usr/lib/udev/rules.d/99-voca-gpio.rules",
+        "./usr/share/voca/board/pi-generic.toml",
+        "./usr/share/voca/board/respeaker-2mic.toml",
+        "./usr/share/voca/asound.conf.example",
+        "./usr/share/voca/voca.example.toml",
+    ] {
+        assert!(contents.lines().any(|l| l.ends_with(path)), "{path} is not in the package:\n{contents}");
+    }
+    let conffiles = stdout(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles"));
+    assert_eq!(conffiles.trim(), "/etc/voca/voca.toml", "the config is a conffile: upgrades keep its edits");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.path()));
+    let dynamic = stdout(Command::new("readelf").arg("-d").arg(dir.path().join("usr/bin/voca")));
+    let runpath = dynamic.lines().find(|l| l.contains("RUNPATH") || l.contains("RPATH")).unwrap_or_default();
+    assert!(runpath.contains("/usr/lib/voca"), "the binary finds libvosk.so in /usr/lib/voca: {runpath}");
+    assert!(dynamic.contains("libvosk.so"), "{dynamic}");
+
+    // The packaged configuration is the appliance's: a real board, data under /var/lib/voca, port 80.
+    let config = voca::config::Config::load(Some(&dir.path().join("etc/voca/voca.toml")), &Default::default())
+        .unwrap_or_else(|e| panic!("the packaged voca.toml: {e}"));
+    assert_eq!(config.device.board, "pi-generic");
+    assert_eq!(config.device.data_dir, Path::new("/var/lib/voca"));
+    assert_eq!(config.http.listen.port(), 80);
+}
+
+/// A minimal Debian 12 (systemd, the box's run-time libraries) unpacked for one test.
+struct RootFs {
+    dir: tempfile::TempDir,
+}
+
+impl RootFs {
+    fn unpack() -> Self {
+        let tar = repo().join(".cache/rootfs/bookworm.tar");
+        assert!(tar.exists(), "{} is missing: `make test` builds it (scripts/setup.sh test-rootfs)", tar.display());
+        let dir = tempfile::tempdir_in(repo().join("target")).expect("tempdir");
+        run(Command::new("tar").arg("-C").arg(dir.path()).arg("-xf").arg(&tar));
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, path: &str, contents: &str) {
+        let full = self.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, contents).expect("write");
+    }
+
+    /// Copies the package in, to be installed with apt from inside.
+    fn add_package(&self) -> &'static str {
+        std::fs::copy(deb(), self.path().join("root/voca.deb")).expect("copy the package");
+        "/root/voca.deb"
+    }
+
+    /// Runs a command in the root file system without booting it (`systemd-nspawn`, no init).
+    fn chroot(&self, args: &[&str]) -> Output {
+        run(Command::new("systemd-nspawn")
+            .args(["--quiet", "--register=no", "--keep-unit", "-D"])
+            .arg(self.path())
+            .args(args)
+            .stdin(Stdio::null()))
+    }
+}
+
+#[test]
+fn the_installed_unit_passes_systemd_analyze_verify_and_rates_at_most_2_5() {
+    let root = RootFs::unpack();
+    let deb = root.add_package();
+    root.chroot(&["apt-get", "install", "-y", "-q", deb]);
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.path().display()))
+        .arg("voca.service")
+        .output()
+        .expect("systemd-analyze");
+    let (out, err) = text(&verify);
+    assert!(verify.status.success() && out.trim().is_empty() && err.trim().is_empty(), "verify: {out}{err}");
+    let security = stdout(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(format!("--root={}", root.path().display()))
+            .arg("voca.service"),
+    );
+    let rating: f64 = security
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for voca.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no overall rating in:\n{security}"));
+    assert!(rating <= 2.5, "exposure {rating} > 2.5:\n{security}");
+}
+
+/// The sd_notify messages a process sends to a socket like systemd's.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        Self { socket, path }
+    }
+
+    fn recv(&self) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// The first message that starts with `prefix`, within `within`.
+    fn expect(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(m) = self.recv().filter(|m| m.starts_with(prefix)) {
+                return m;
+            }
+        }
+        panic!("no {prefix} within {within:?}");
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_box_tells_systemd_it_is_ready_feeds_the_watchdog_only_while_healthy_and_says_it_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = NotifySocket::bind(dir.path());
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("voca.toml"),
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[device]\ndata_dir = \"data\"\n\
+             [twilio]\nvalidate_signatures = false\napi_base = \"http://127.0.0.1:9\"\n[calls]\nanswer = \"tones\"\n"
+        ),
+    )
+    .expect("config");
+    let child = voca(dir.path())
+        .args(["--config", "voca.toml", "run"])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("voca run");
+    let pid = child.id();
+    let mut child = Killed(child);
+
+    notify.expect("READY=1", Duration::from_secs(60));
+    assert!(healthz(port).is_some(), "READY=1 comes only once the box answers");
+    let status = notify.expect("STATUS=", Duration::from_secs(10));
+    assert!(status.contains("offline"), "{status}");
+    notify.expect("WATCHDOG=1", Duration::from_secs(10));
+
+    // The call log's thread gets stuck: another process holds the database's write lock while a
+    // call arrives, so the box's insert waits (up to SQLite's 5 s busy timeout).
+    let db = rusqlite::Connection::open(dir.path().join("data/voca.db")).expect("open the box's database");
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let webhook = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/twilio/voice"))
+            .form(&[
+                ("CallSid", "CA00000000000000000000000000000001"),
+                ("From", "+15550001111"),
+                ("To", "+15550002222"),
+            ])
+            .send(),
+    );
+    let asked = Instant::now();
+    let mut last_feed = Instant::now();
+    let starved = loop {
+        match notify.recv() {
+            Some(m) if m.starts_with("WATCHDOG=1") => last_feed = Instant::now(),
+            _ => {}
+        }
+        if last_feed.elapsed() >= Duration::from_millis(1500) {
+            break true;
+        }
+        if asked.elapsed() > Duration::from_millis(4500) {
+            break false;
+        }
+    };
+    assert!(starved, "the watchdog went unfed for 1.5 s while the call-log thread was stuck");
+    db.execute_batch("COMMIT").expect("unlock");
+    notify.expect("WATCHDOG=1", Duration::from_secs(15));
+    let _ = webhook.await;
+
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    notify.expect("STOPPING=1", Duration::from_secs(10));
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}
+
+/// A root file system booted with systemd as PID 1, reached with nsenter.
+struct Booted {
+    root: RootFs,
+    nspawn: Child,
+    init: u32,
+}
+
+impl Booted {
+    fn boot(root: RootFs) -> Self {
+        let nspawn = Command::new("systemd-nspawn")
+            .args(["--boot", "--register=no", "--keep-unit", "--console=passive", "--quiet", "-D"])
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-nspawn");
+        let children = format!("/proc/{}/task/{}/children", nspawn.id(), nspawn.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let init = loop {
+            let found = std::fs::read_to_string(&children).ok().and_then(|c| c.split_whitespace().next()?.parse().ok());
+            if let Some(pid) = found {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the container's init did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let booted = Self { root, nspawn, init };
+        // "offline" until systemd answers; "degraded" is fine (a container lacks what some of
+        // Debian's units expect).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let state = booted.command(&["systemctl", "is-system-running", "--wait"]).output().expect("nsenter");
+            let state = text(&state).0;
+            if matches!(state.trim(), "running" | "degraded") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the container did not boot: {state}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        booted
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.init)).args(["--mount", "--uts", "--ipc", "--pid", "--"]).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `args` inside: its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("nsenter");
+        assert!(out.status.success(), "{args:?} in the container: {}{}", text(&out).0, text(&out).1);
+        text(&out).0.trim().to_owned()
+    }
+
+    fn show(&self, property: &str) -> String {
+        self.run(&["systemctl", "show", "--value", "-p", property, "voca.service"])
+    }
+
+    /// Waits (up to two minutes) until `done` holds.
+    fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 2 minutes; journal:\n{}",
+                self.run(&["journalctl", "-u", "voca", "--no-pager", "-n", "40"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the container's init, which takes its whole pid namespace down.
+        unsafe { libc::kill(self.init as i32, libc::SIGKILL) };
+        let _ = self.nspawn.wait();
+    }
+}
+
+/// The call log as the installed box keeps it: (integrity check, calls with `sid`).
+fn call_log(root: &Path, sid: &str) -> (String, i64) {
+    let db = rusqlite::Connection::open_with_flags(
+        root.join("var/lib/voca/voca.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the box's database");
+    let integrity: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity");
+    let calls: i64 =
+        db.query_row("SELECT count(*) FROM calls WHERE call_sid = ?1", [sid], |r| r.get(0)).expect("count");
+    (integrity, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installed_service_runs_under_systemd_restarts_when_killed_or_hung_and_keeps_data_until_purged() {
+    let root = RootFs::unpack();
+    let deb = root.add_package();
+    let port = free_port();
+    // What a user would put in a drop-in and the secrets file; here also: loopback, the simulated
+    // board and ALSA's null devices (a container has no GPIO or sound card), a short watchdog.
+    root.write("/etc/voca/secrets.env", &format!("TWILIO_AUTH_TOKEN={AUTH_TOKEN}\n"));
+    root.write(
+        "/etc/systemd/system/voca.service.d/test.conf",
+        &format!(
+            "[Service]\nEnvironment=VOCA_HTTP_LISTEN=127.0.0.1:{port} VOCA_DEVICE_BOARD=sim \
+             VOCA_DEVICE_PLAYBACK=null VOCA_DEVICE_CAPTURE=null\nWatchdogSec=4s\nTimeoutAbortSec=3s\nRestartSec=1s\n"
+        ),
+    );
+    let booted = Booted::boot(root);
+
+    // apt installs it, postinst creates the user and starts the service; it is active only once
+    // it has said READY=1, which it says once it listens.
+    let install = booted.command(&["apt-get", "install", "-y", "-q", deb]).output().expect("apt-get");
+    assert!(install.status.success(), "apt-get install: {}{}", text(&install).0, text(&install).1);
+    assert!(booted.run(&["id", "voca"]).contains("(audio)"), "the voca user is in the audio group");
+    booted.wait_until("the service is active", |b| b.show("ActiveState") == "active");
+    assert!(healthz(port).is_some(), "active means the box already answers /healthz");
+    booted.wait_until("a status line", |b| b.show("StatusText").contains("speech model"));
+    assert_eq!(booted.show("User"), "voca");
+
+    // A call goes into the call log.
+    let mut call = voca::twilio::simulator::SimCall::new(&format!("http://127.0.0.1:{port}"), Some(AUTH_TOKEN));
+    call.audio = vec![0; 8000];
+    call.linger = Duration::from_millis(500);
+    let sid = voca::twilio::simulator::run(&call).await.expect("the call").call_sid;
+    booted.wait_until("the call is logged", |b| call_log(b.root.path(), &sid).1 == 1);
+
+    // kill -9: systemd starts it again, and the call log is intact.
+    let pid = booted.show("MainPID");
+    booted.run(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "voca.service"]);
+    booted.wait_until("restarted after kill -9", |b| {
+        b.show("NRestarts") == "1" && b.show("ActiveState") == "active" && healthz(port).is_some()
+    });
+    assert_ne!(booted.show("MainPID"), pid);
+    assert_eq!(call_log(booted.root.path(), &sid), ("ok".to_owned(), 1), "the call log survived kill -9");
+
+    // Hung (SIGSTOP): nothing feeds the watchdog, systemd aborts and restarts it.
+    booted.run(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", "voca.service"]);
+    booted.wait_until("restarted by the watchdog", |b| {
+        b.show("NRestarts") == "2" && b.show("ActiveState") == "active" && healthz(port).is_some()
+    });
+    let journal = booted.run(&["journalctl", "-u", "voca", "--no-pager"]);
+    assert!(journal.contains("Watchdog timeout"), "systemd says why it restarted the box:\n{journal}");
+
+    // remove keeps the data, purge deletes it.
+    let data = booted.root.path().join("var/lib/voca/voca.db");
+    booted.run(&["apt-get", "remove", "-y", "-q", "voca"]);
+    assert!(data.exists(), "apt remove keeps /var/lib/voca");
+    assert!(!booted.root.path().join("usr/bin/voca").exists(), "the binary is gone");
+    assert_eq!(call_log(booted.root.path(), &sid), ("ok".to_owned(), 1));
+    booted.run(&["apt-get", "purge", "-y", "-q", "voca"]);
+    assert!(!booted.root.path().join("var/lib/voca").exists(), "apt purge deletes /var/lib/voca");
+}
