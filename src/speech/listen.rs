@@ -240,6 +240,7 @@ mod tests {
             phrases: Vec::new(),
             warm: 0,
             warm_up: Vec::new(),
+            download: None,
         })
     }
 

@@ -145,9 +145,35 @@ impl Source {
     }
 }
 
+/// How far a download has come: bytes so far and in all (0: not known yet).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub done: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Percent done, when the total is known.
+    pub fn percent(&self) -> Option<u64> {
+        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
+        (total > 0).then(|| self.done.load(std::sync::atomic::Ordering::Relaxed) * 100 / total)
+    }
+}
+
 /// Downloads `source` (showing progress on a terminal), checks its sha256 and installs it as `name`
 /// under `dir`. A model already installed under that name is left alone.
 pub async fn fetch(name: &str, source: &Source, dir: &Path) -> Result<Installed, ModelError> {
+    fetch_reporting(name, source, dir, None).await
+}
+
+/// [`fetch`], also counting into `progress` and logging every tenth of the way (the box fetching
+/// its own model, with nobody at a terminal).
+pub async fn fetch_reporting(
+    name: &str,
+    source: &Source,
+    dir: &Path,
+    progress: Option<&Progress>,
+) -> Result<Installed, ModelError> {
     check_name(name)?;
     let target = dir.join(name);
     if is_model_dir(&target) {
@@ -156,7 +182,7 @@ pub async fn fetch(name: &str, source: &Source, dir: &Path) -> Result<Installed,
     let staging = dir.join(STAGING);
     fs::create_dir_all(&staging).map_err(io_err("cannot create", &staging))?;
     let archive = staging.join(format!("{name}.download"));
-    download(source, &archive).await?;
+    download(source, &archive, progress).await?;
     let installed = {
         let (archive, name, dir) = (archive.clone(), name.to_owned(), dir.to_path_buf());
         tokio::task::spawn_blocking(move || install_archive(&archive, &name, &dir, None))
@@ -171,7 +197,7 @@ fn name_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
-pub(crate) async fn download(source: &Source, to: &Path) -> Result<(), ModelError> {
+pub(crate) async fn download(source: &Source, to: &Path, progress: Option<&Progress>) -> Result<(), ModelError> {
     let fail = |reason: String| ModelError::Download { url: source.url.clone(), reason };
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
@@ -182,6 +208,12 @@ pub(crate) async fn download(source: &Source, to: &Path) -> Result<(), ModelErro
         return Err(fail(format!("the server answered HTTP {}", response.status())));
     }
     let total = response.content_length();
+    if let Some(p) = progress {
+        use std::sync::atomic::Ordering::Relaxed;
+        p.done.store(0, Relaxed);
+        p.total.store(total.unwrap_or(0), Relaxed);
+    }
+    let mut logged = 0;
     let bar = indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
@@ -198,6 +230,13 @@ pub(crate) async fn download(source: &Source, to: &Path) -> Result<(), ModelErro
         hasher.update(&chunk);
         file.write_all(&chunk).map_err(io_err("cannot write", to))?;
         bar.inc(chunk.len() as u64);
+        if let Some(p) = progress {
+            p.done.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(percent) = p.percent().filter(|pc| *pc >= logged + 10) {
+                logged = percent - percent % 10;
+                tracing::info!("downloading {}: {percent}%", name_of(&source.url));
+            }
+        }
     }
     file.sync_all().map_err(io_err("cannot write", to))?;
     bar.finish_and_clear();

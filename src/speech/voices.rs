@@ -134,8 +134,8 @@ pub async fn fetch(
     let staging = dir.join(STAGING);
     fs::create_dir_all(&staging).map_err(io_err("cannot create", &staging))?;
     let onnx = staging.join(format!("{name}.onnx"));
-    models::download(&Source { url: onnx_url, sha256: onnx_sha }, &onnx).await?;
-    models::download(&Source { url: json_url, sha256: json_sha }, &json_of(&onnx)).await?;
+    models::download(&Source { url: onnx_url, sha256: onnx_sha }, &onnx, None).await?;
+    models::download(&Source { url: json_url, sha256: json_sha }, &json_of(&onnx), None).await?;
     let (dir, name) = (dir.to_path_buf(), name.to_owned());
     tokio::task::spawn_blocking(move || install_staged(&onnx, &name, &dir))
         .await

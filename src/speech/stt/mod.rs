@@ -240,6 +240,8 @@ impl Worker {
 /// Where the speech model is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelState {
+    /// Not installed: the box downloads it (calls are answered meanwhile, without recognition).
+    Downloading,
     Loading,
     /// Loaded: calls are served (by cold recognizers if no warm one is idle) while the pool warms.
     Warming,
@@ -255,6 +257,7 @@ impl ModelState {
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            Self::Downloading => "downloading",
             Self::Loading => "loading",
             Self::Warming => "warming",
             Self::Ready => "ready",
@@ -286,6 +289,8 @@ pub struct SttOptions {
     pub warm: usize,
     /// 16 kHz audio each warmed recognizer decodes once before it serves.
     pub warm_up: Vec<i16>,
+    /// Where to download the model from if it is not installed (`speech.download`).
+    pub download: Option<models::Source>,
 }
 
 impl SttOptions {
@@ -302,6 +307,19 @@ impl SttOptions {
             phrases: assistant.grammar(),
             warm,
             warm_up,
+            download: Self::source(&config.speech),
+        }
+    }
+
+    /// Where `speech` says its model comes from: `model_url`, else the catalogue's entry for the
+    /// model's name; nothing if downloads are off or the model is a path of the user's.
+    fn source(speech: &crate::config::SpeechConfig) -> Option<models::Source> {
+        if !speech.download {
+            return None;
+        }
+        match (&speech.model_url, &speech.model_sha256) {
+            (Some(url), Some(sha256)) => Some(models::Source { url: url.to_string(), sha256: sha256.clone() }),
+            _ => models::Source::for_name(&speech.model).ok(),
         }
     }
 }
@@ -312,6 +330,8 @@ impl SttOptions {
 pub struct Stt {
     inner: Arc<Mutex<PoolInner>>,
     warm_up: Arc<Vec<i16>>,
+    /// The model's download, while the box fetches it.
+    progress: Arc<models::Progress>,
 }
 
 impl std::fmt::Debug for Stt {
@@ -334,10 +354,17 @@ impl Stt {
                 served: Vec::new(),
             })),
             warm_up: Arc::new(options.warm_up.clone()),
+            progress: Arc::default(),
         };
         let loader = stt.clone();
         let spawned = std::thread::Builder::new().name("voca-stt-load".into()).spawn(move || {
             let path = options.model.clone();
+            if let (false, Some(source)) = (models::is_model_dir(&path), &options.download) {
+                if !loader.download(&path, source) {
+                    return;
+                }
+                loader.lock().state = ModelState::Loading;
+            }
             match load_model(&path) {
                 Ok(loaded) => {
                     tracing::info!("speech model {} loaded in {:.1} s", path.display(), loaded.took.as_secs_f64());
@@ -410,6 +437,60 @@ impl Stt {
         drop(idle);
         // Workers the loader added while it was being joined.
         drop(std::mem::take(&mut self.lock().idle));
+    }
+
+    /// Downloads the missing model into place (on the loader thread), retrying from 10 s doubling to
+    /// 10 minutes while it fails (no network yet, a server down). False if the box stopped first.
+    fn download(&self, path: &Path, source: &models::Source) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return true };
+        self.lock().state = ModelState::Downloading;
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!("cannot download the speech model: {e}");
+                return true;
+            }
+        };
+        let stopped = || async {
+            while !self.lock().stopping {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let mut pause = Duration::from_secs(10);
+        loop {
+            tracing::info!("speech model {name} is not installed: downloading it from {}", source.url);
+            let fetched = runtime.block_on(async {
+                tokio::select! {
+                    fetched = models::fetch_reporting(name, source, dir, Some(&self.progress)) => Some(fetched),
+                    () = stopped() => None,
+                }
+            });
+            match fetched {
+                None => return false,
+                Some(Ok(installed)) => {
+                    tracing::info!("speech model {name} installed ({} MB)", installed.bytes / 1_000_000);
+                    return true;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("{e}; trying again in {} s (calls are answered meanwhile)", pause.as_secs())
+                }
+            }
+            let resume = runtime.block_on(async {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => true,
+                    () = stopped() => false,
+                }
+            });
+            if !resume {
+                return false;
+            }
+            pause = (pause * 2).min(Duration::from_secs(600));
+        }
+    }
+
+    /// How far the model's download has come, in percent, while the box downloads it.
+    pub fn download_percent(&self) -> Option<u64> {
+        (self.state() == ModelState::Downloading).then(|| self.progress.percent().unwrap_or(0))
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolInner> {
