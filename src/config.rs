@@ -201,14 +201,27 @@ pub struct SpeechConfig {
     pub reprompt_after: Duration,
 }
 
+/// Where model packages (`make deb-model`) install their model: read-only, owned by dpkg.
+pub const PACKAGED_MODELS: &str = "/usr/share/voca/models";
+
 impl SpeechConfig {
+    /// The model's folder: a path as given, else `models_dir/NAME`, else (when only a model package
+    /// has it) `/usr/share/voca/models/NAME`.
     pub fn model_path(&self) -> PathBuf {
+        self.model_path_with(Path::new(PACKAGED_MODELS))
+    }
+
+    fn model_path_with(&self, packaged: &Path) -> PathBuf {
         let as_path = Path::new(&self.model);
         if as_path.is_absolute() || self.model.contains('/') {
-            as_path.to_path_buf()
-        } else {
-            self.models_dir.join(&self.model)
+            return as_path.to_path_buf();
         }
+        let own = self.models_dir.join(&self.model);
+        let from_package = packaged.join(&self.model);
+        if !crate::speech::models::is_model_dir(&own) && crate::speech::models::is_model_dir(&from_package) {
+            return from_package;
+        }
+        own
     }
 }
 
@@ -577,6 +590,26 @@ mod tests {
         assert_eq!(c.twilio.api_base.as_str(), "https://api.twilio.com/");
         assert!(!c.twilio.has_credentials());
         assert_eq!(c.calls.silence_timeout.0.as_secs(), 20);
+    }
+
+    #[test]
+    fn a_model_from_a_package_is_found_when_models_dir_has_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let packaged = dir.path().join("packaged");
+        for marker in ["am/final.mdl", "conf/model.conf"] {
+            let file = packaged.join("m").join(marker);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::write(file, b"x").expect("write");
+        }
+        let mut speech = Config::defaults().speech;
+        speech.model = "m".into();
+        speech.models_dir = dir.path().join("own");
+        assert_eq!(speech.model_path_with(&packaged), packaged.join("m"));
+        std::fs::create_dir_all(dir.path().join("own/m/am")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("own/m/conf")).expect("mkdir");
+        std::fs::write(dir.path().join("own/m/am/final.mdl"), b"x").expect("write");
+        std::fs::write(dir.path().join("own/m/conf/model.conf"), b"x").expect("write");
+        assert_eq!(speech.model_path_with(&packaged), dir.path().join("own/m"), "the box's own copy wins");
     }
 
     #[test]

@@ -97,6 +97,30 @@ fn the_package_carries_the_binary_its_libraries_the_unit_and_a_kept_config() {
     assert_eq!(config.http.listen.port(), 80);
 }
 
+#[test]
+fn a_model_package_carries_one_model_where_the_box_looks_for_packaged_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("tiny-model");
+    for (file, bytes) in [("am/final.mdl", "acoustic model"), ("conf/model.conf", "--sample-frequency=16000")] {
+        std::fs::create_dir_all(model.join(file).parent().expect("parent")).expect("mkdir");
+        std::fs::write(model.join(file), bytes).expect("write");
+    }
+    let out = dir.path().join("out");
+    run(Command::new(repo().join("scripts/deb-model.sh")).arg("tiny-model").arg(&model).arg(&out));
+    let deb = out.join("voca-model-tiny-model_0.1.0-1_all.deb");
+    let field = |name: &str| stdout(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name)).trim().to_owned();
+    assert_eq!(field("Package"), "voca-model-tiny-model");
+    assert_eq!(field("Architecture"), "all");
+    let contents = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let expected = format!("{}/tiny-model/am/final.mdl", voca::config::PACKAGED_MODELS);
+    assert!(contents.lines().any(|l| l.contains(" root/root ") && l.ends_with(&format!(".{expected}"))), "{contents}");
+    // A folder that is no model is refused by name.
+    let refused =
+        Command::new(repo().join("scripts/deb-model.sh")).arg("x").arg(dir.path()).arg(&out).output().expect("run");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused).1.contains("is not a VOCA speech model"), "{}", text(&refused).1);
+}
+
 /// A minimal Debian 12 (systemd, the box's run-time libraries) unpacked for one test.
 struct RootFs {
     dir: tempfile::TempDir,
