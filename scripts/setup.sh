@@ -216,7 +216,7 @@ case "${1:-}" in
       say "building a minimal Debian 12 root file system for the service tests (mmdebstrap)"
       mkdir -p "$CACHE/rootfs"
       rm -f "$CACHE"/rootfs/*.tar
-      mmdebstrap --quiet --variant=minbase --include="$pkgs" bookworm "$tar.part" >&2
+      mmdebstrap --quiet --variant=minbase --format=tar --include="$pkgs" bookworm "$tar.part" >&2
       mv "$tar.part" "$tar"
     fi
     ln -sf "$(basename "$tar")" "$CACHE/rootfs/bookworm.tar"

@@ -292,7 +292,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Err(e) => {
             let fault = format!("the board \"{}\" could not be opened: {e:#}", config.device.board);
             error!("{fault}; the box answers calls without its LEDs and buttons (`voca check` says more)");
-            state.set_fault(Some(fault));
+            state.set_fault_of("panel", Some(fault));
             crate::panel::absent()
         }
     };

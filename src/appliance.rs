@@ -139,7 +139,7 @@ fn fault_reporter(bus: StateBus) -> FaultReporter {
             *slot = fault;
         }
         let shown = faults.iter().flatten().next().cloned();
-        bus.set_fault(shown);
+        bus.set_fault_of("audio", shown);
     })
 }
 

@@ -58,8 +58,12 @@ pub struct Snapshot {
     pub network: Network,
     /// Missed calls and voicemails not yet heard.
     pub waiting: u32,
-    /// Something needs attention (e.g. the audio device is gone); cleared when it recovers.
+    /// Something needs attention (e.g. the audio device is gone); cleared when it recovers. Each
+    /// part reports its own (see [`StateBus::set_fault_of`]); this shows them all.
     pub fault: Option<String>,
+    /// The faults by the part that reported them.
+    #[serde(skip)]
+    faults: std::collections::BTreeMap<&'static str, String>,
 }
 
 impl Default for Snapshot {
@@ -70,6 +74,7 @@ impl Default for Snapshot {
             network: Network::default(),
             waiting: 0,
             fault: None,
+            faults: Default::default(),
         }
     }
 }
@@ -113,8 +118,17 @@ impl StateBus {
         self.update(|s| s.waiting = waiting);
     }
 
-    pub fn set_fault(&self, fault: Option<String>) {
-        self.update(|s| s.fault = fault);
+    /// `part` (`audio`, `panel`, ...) reports its fault, or that it has none any more; the others'
+    /// stay.
+    pub fn set_fault_of(&self, part: &'static str, fault: Option<String>) {
+        self.update(|s| {
+            match fault {
+                Some(fault) => s.faults.insert(part, fault),
+                None => s.faults.remove(part),
+            };
+            let all: Vec<&str> = s.faults.values().map(String::as_str).collect();
+            s.fault = (!all.is_empty()).then(|| all.join("; "));
+        });
     }
 
     /// Changes the snapshot; watchers are told only when something actually changed.
@@ -158,5 +172,10 @@ mod tests {
         assert_eq!(bus.snapshot().activity, Activity::Dialing, "only the activity that ends is cleared");
         bus.end_activity(Activity::Dialing);
         assert_eq!(bus.snapshot().activity, Activity::Idle);
+        bus.set_fault_of("panel", Some("no GPIO".into()));
+        bus.set_fault_of("audio", Some("no speaker".into()));
+        assert_eq!(bus.snapshot().fault.as_deref(), Some("no speaker; no GPIO"));
+        bus.set_fault_of("audio", None);
+        assert_eq!(bus.snapshot().fault.as_deref(), Some("no GPIO"), "one part recovering clears only its fault");
     }
 }

@@ -145,10 +145,12 @@ pub fn absent() -> Opened {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Network;
 
     fn snapshot(state: DeviceState, activity: Activity, waiting: u32, fault: Option<&str>) -> Snapshot {
-        Snapshot { state, activity, network: Network::default(), waiting, fault: fault.map(str::to_owned) }
+        let mut snapshot = Snapshot::default();
+        (snapshot.state, snapshot.activity, snapshot.waiting) = (state, activity, waiting);
+        snapshot.fault = fault.map(str::to_owned);
+        snapshot
     }
 
     #[test]
