@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::events::{Snapshot, StateBus};
 use crate::speech::stt::{ModelState, Stt};
 use crate::store::Store;
+use crate::telemetry::Throttle;
 
 /// A recognizer busy this long with one item (a 20 ms frame, or one utterance's final result) is
 /// hung: even a minute-long utterance decoded free-form on a cold recognizer takes less.
@@ -59,10 +60,15 @@ impl Notifier {
         Ok(Self { socket, addr })
     }
 
-    /// Sends one notification (`READY=1`, `STATUS=…`); failures are logged once per kind of state.
+    /// Sends one notification (`READY=1`, `STATUS=…`); failures are logged at most once a minute,
+    /// with a count (a watchdog ping that cannot be sent would otherwise log every few seconds).
     pub fn send(&self, state: &str) {
+        static FAILED: Throttle = Throttle::new(Duration::from_secs(60));
         if let Err(e) = self.socket.send_to_addr(state.as_bytes(), &self.addr) {
-            warn!("cannot notify systemd ({}): {e}", state.split('=').next().unwrap_or(state));
+            if let Some(more) = FAILED.check() {
+                let what = state.split('=').next().unwrap_or(state);
+                warn!("cannot notify systemd ({what}): {e} ({more} more such failures since the last line)");
+            }
         }
     }
 }
