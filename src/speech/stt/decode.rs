@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use super::ear::{Ear, Item};
 use super::{Heard, Pass, Recognition, Shared, FRAME_16K, SLOW_DOWN_US};
 
-/// The recognizers one worker runs, for the configured [`Recognition`]. No partial results are
-/// asked for: the VAD already tells when the caller talks over the box, and partials cost a fifth of
-/// a grammar recognizer's time.
 /// Audio kept per utterance: a longer one is decoded free-form only from its first minute, and is
 /// not settled at pauses.
 const UTTERANCE_MAX: usize = 16000 * 60;
 
+/// The recognizers one worker runs, for the configured [`Recognition`]. No partial results are
+/// asked for: the VAD already tells when the caller talks over the box, and partials cost a fifth of
+/// a grammar recognizer's time.
 pub(super) struct Recognizers {
     shared: Arc<Shared>,
     /// The closed grammar's recognizer and its phrases.
@@ -33,6 +33,15 @@ pub(super) struct Recognizers {
 
 pub(super) fn text_of(result: vosk::CompleteResult<'_>) -> String {
     result.single().map(|r| r.text.to_owned()).unwrap_or_default()
+}
+
+/// Decodes `audio` once and forgets it: a new free-form recognizer is slow on its first utterances
+/// (its decoding graph fills a cache as it goes).
+pub(super) fn warm(rec: &mut vosk::Recognizer, audio: &[i16]) {
+    for chunk in audio.chunks(FRAME_16K) {
+        let _ = rec.accept_waveform(chunk);
+    }
+    let _ = rec.final_result();
 }
 
 pub(super) fn join(a: &str, b: &str) -> String {
@@ -165,14 +174,11 @@ impl Recognizers {
         self.utterance.clear();
     }
 
-    /// Decodes `audio` once and forgets it: pays a new recognizer's slow first utterance (its
-    /// decoding graph fills a cache as it goes) before it serves anyone.
+    /// Pays a free-form live recognizer's slow first utterance before it serves anyone (a grammar
+    /// recognizer needs no warming, and each caller gets a new one anyway).
     pub(super) fn warm(&mut self, audio: &[i16]) {
-        for rec in self.grammar.iter_mut().map(|(g, _)| g).chain(self.free.iter_mut()) {
-            for chunk in audio.chunks(FRAME_16K) {
-                let _ = rec.accept_waveform(chunk);
-            }
-            let _ = rec.final_result();
+        if let Some(free) = &mut self.free {
+            warm(free, audio);
         }
     }
 

@@ -176,10 +176,7 @@ impl Shared {
     /// A free-form recognizer for the shared set, warmed on `audio` first.
     fn warm_free(&self, audio: &[i16]) -> bool {
         let Some(mut rec) = vosk::Recognizer::new(&self.model, 16000.0) else { return false };
-        for chunk in audio.chunks(FRAME_16K) {
-            let _ = rec.accept_waveform(chunk);
-        }
-        let _ = rec.final_result();
+        decode::warm(&mut rec, audio);
         self.free.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
         true
     }
