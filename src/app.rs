@@ -266,6 +266,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rest_for_setup = rest.clone();
     let kit = speech_kit(&config, &store, rest.clone()).await;
     let speech = kit.as_ref().map(|k| k.stt.clone());
+    if let Some(stt) = speech.clone() {
+        tokio::spawn(stt.publish_download(state.clone(), shutdown.clone()));
+    }
 
     let listener = TcpListener::bind(config.http.listen).await.with_context(|| {
         format!(

@@ -61,6 +61,8 @@ pub struct Snapshot {
     /// Something needs attention (e.g. the audio device is gone); cleared when it recovers. Each
     /// part reports its own (see [`StateBus::set_fault_of`]); this shows them all.
     pub fault: Option<String>,
+    /// How far the speech model's download has come, in percent, while the box downloads it.
+    pub model_download: Option<u8>,
     /// The faults by the part that reported them.
     #[serde(skip)]
     faults: std::collections::BTreeMap<&'static str, String>,
@@ -74,6 +76,7 @@ impl Default for Snapshot {
             network: Network::default(),
             waiting: 0,
             fault: None,
+            model_download: None,
             faults: Default::default(),
         }
     }

@@ -38,7 +38,12 @@ enum Command {
     Run,
     /// Check the set-up: configuration, Twilio account and number, speech model, TTS, audio devices,
     /// GPIO and the listen address. One line per check; exits non-zero if a required check fails.
-    Check,
+    Check {
+        /// Only load and validate the configuration (file, environment, .env): no network, devices
+        /// or model. Exits 2 with the offending key named if it is invalid.
+        #[arg(long)]
+        config_only: bool,
+    },
     /// Manage VOSK speech models.
     Models {
         #[command(subcommand)]
@@ -105,7 +110,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run => voca::app::run(config).await.map(|()| ExitCode::SUCCESS),
-            Command::Check => Ok(commands::check(&config).await),
+            Command::Check { config_only: true } => Ok(commands::config_valid(&config)),
+            Command::Check { config_only: false } => Ok(commands::check(&config).await),
             Command::Models { action } => commands::models::run(&config, action).await,
             Command::Voices { action } => commands::voices::run(&config, action).await,
             Command::Call { number } => commands::phone::call(&config, &number).await,

@@ -3,23 +3,35 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber. `level` (from `--log-level`) wins over RUST_LOG; with neither,
-/// the box logs at `info`.
+/// Installs the global subscriber. `level` (from `--log-level`) wins over RUST_LOG; with neither (or
+/// an unreadable RUST_LOG), the box logs at `info`. Both take `LEVEL` or `TARGET=LEVEL` items separated
+/// by commas, e.g. `voca=debug,info` (`tracing`'s `Targets` syntax: no regex engine in the binary).
 pub fn init(level: Option<&str>) -> Result<(), String> {
-    let filter = match level {
-        Some(level) => EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level \"{level}\": {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    let filter: Targets = match level {
+        Some(level) => level.parse().map_err(|e| {
+            format!("invalid --log-level \"{level}\": {e} (expected LEVEL or TARGET=LEVEL items, e.g. voca=debug,info)")
+        })?,
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO)),
     };
-    // Colour only for a person at a terminal: a log file or the journal gets plain text.
-    let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Colour only for a person at a terminal: a log file or the journal gets plain text; journald
+    // adds its own time.
+    let journald = under_journald();
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(ansi);
-    let result = if under_journald() { builder.without_time().with_ansi(false).try_init() } else { builder.try_init() };
+        .with_ansi(std::io::stderr().is_terminal() && !journald);
+    let result = if journald {
+        fmt.without_time().finish().with(filter).try_init()
+    } else {
+        fmt.finish().with(filter).try_init()
+    };
     result.map_err(|e| format!("cannot install the logger: {e}"))
 }
 

@@ -13,6 +13,13 @@ use std::process::ExitCode;
 use crate::config::Config;
 
 /// `voca check`: one line per check; fails if a required check fails.
+/// `voca check --config-only`: reached only when the configuration loaded (`main` exits 2 with
+/// the offending key otherwise), so it says so and where it came from.
+pub fn config_valid(config: &Config) -> ExitCode {
+    println!("configuration is valid ({})", config.source);
+    ExitCode::SUCCESS
+}
+
 pub async fn check(config: &Config) -> ExitCode {
     println!("VOCA Box self-check ({} {})", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
     let report = crate::check::run(config, |outcome| println!("{outcome}")).await;

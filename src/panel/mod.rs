@@ -28,6 +28,8 @@ pub enum Pattern {
     FastBlink,
     /// Breathing, 2 s period.
     Pulse,
+    /// Two short flashes a second: busy with something long (the speech model's download).
+    DoubleBlink,
 }
 
 impl Pattern {
@@ -39,6 +41,7 @@ impl Pattern {
             Pattern::SlowBlink => f64::from(u8::from(t.fract() < 0.5)),
             Pattern::FastBlink => f64::from(u8::from((t * 4.0).fract() < 0.5)),
             Pattern::Pulse => 0.5 - 0.5 * (std::f64::consts::PI * t).cos(),
+            Pattern::DoubleBlink => f64::from(u8::from(matches!(t.fract(), p if p < 0.1 || (0.2..0.3).contains(&p)))),
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn patterns(s: &Snapshot) -> [(LedRole, Pattern); 3] {
     let status = match (s.state, &s.fault) {
         (DeviceState::Stopping, _) => Pattern::Off,
         (_, Some(_)) => Pattern::FastBlink,
+        _ if s.model_download.is_some() => Pattern::DoubleBlink,
         (DeviceState::Starting, None) => Pattern::Pulse,
         (DeviceState::Ready, None) => Pattern::Solid,
         (DeviceState::Offline, None) => Pattern::SlowBlink,
@@ -168,6 +172,11 @@ mod tests {
             [FastBlink, Pulse, Off]
         );
         assert_eq!(p(snapshot(DeviceState::Stopping, Activity::Idle, 3, None)), [Off, Off, Off]);
+        let mut downloading = snapshot(DeviceState::Ready, Activity::InCall, 0, None);
+        downloading.model_download = Some(40);
+        assert_eq!(p(downloading.clone()), [DoubleBlink, Solid, Off], "the model downloading, a call meanwhile");
+        downloading.fault = Some("mic gone".into());
+        assert_eq!(p(downloading)[0], FastBlink, "a fault shows over the download");
     }
 
     #[test]
@@ -177,5 +186,8 @@ mod tests {
         assert_eq!(Pattern::FastBlink.level(0.1), 1.0);
         assert_eq!(Pattern::FastBlink.level(0.2), 0.0);
         assert!(Pattern::Pulse.level(0.0) < 0.01 && Pattern::Pulse.level(1.0) > 0.99);
+        let flashes: Vec<f64> =
+            (0..10).map(|tenth| Pattern::DoubleBlink.level(f64::from(tenth) / 10.0 + 0.05)).collect();
+        assert_eq!(flashes, [1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "two flashes a second");
     }
 }

@@ -526,6 +526,22 @@ impl Stt {
         (self.state() == ModelState::Downloading).then(|| self.progress.percent().unwrap_or(0))
     }
 
+    /// Mirrors the model's download onto the state bus (the status LED double-blinks, the page shows
+    /// the percentage), looking once a second, until the model is loaded or `stop`.
+    pub async fn publish_download(self, bus: crate::events::StateBus, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let percent = self.download_percent().map(|p| p.min(100) as u8);
+            bus.update(|s| s.model_download = percent);
+            if self.state().can_hear() || stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
