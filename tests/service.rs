@@ -11,44 +11,11 @@ mod common;
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::debian::{deb, free_port, healthz, run, stdout, RootFs};
 use common::{repo, text, voca, AUTH_TOKEN};
-
-/// The package `make deb-test` made for this machine.
-fn deb() -> PathBuf {
-    let dir = repo().join("target/debian/test");
-    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
-        entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.extension().is_some_and(|x| x == "deb"))
-    });
-    found.unwrap_or_else(|| panic!("no package in {}: `make deb-test` (part of `make test`) makes it", dir.display()))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out).1);
-    out
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    text(&run(cmd)).0
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// `GET /healthz` once, with a short timeout: the body, or `None` if nothing answered.
-fn healthz(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    use std::io::Write;
-    write!(s, "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.starts_with("HTTP/1.0 200").then_some(body)
-}
 
 #[test]
 fn the_package_carries_the_binary_its_libraries_the_unit_and_a_kept_config() {
@@ -58,9 +25,16 @@ fn the_package_carries_the_binary_its_libraries_the_unit_and_a_kept_config() {
     let arch = stdout(Command::new("dpkg").arg("--print-architecture"));
     assert_eq!(field("Architecture"), arch.trim());
     let depends = field("Depends");
-    for needed in
-        ["libasound2", "libatomic1", "libstdc++6", "ca-certificates", "libespeak-ng1", "systemd", "libc6 (>= "]
-    {
+    for needed in [
+        "libasound2",
+        "libsqlite3-0",
+        "libatomic1",
+        "libstdc++6",
+        "ca-certificates",
+        "libespeak-ng1",
+        "systemd",
+        "libc6 (>= ",
+    ] {
         assert!(depends.contains(needed), "Depends lacks {needed}: {depends}");
     }
     let contents = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb));
@@ -119,46 +93,6 @@ fn a_model_package_carries_one_model_where_the_box_looks_for_packaged_models() {
         Command::new(repo().join("scripts/deb-model.sh")).arg("x").arg(dir.path()).arg(&out).output().expect("run");
     assert_eq!(refused.status.code(), Some(2));
     assert!(text(&refused).1.contains("is not a VOCA speech model"), "{}", text(&refused).1);
-}
-
-/// A minimal Debian 12 (systemd, the box's run-time libraries) unpacked for one test.
-struct RootFs {
-    dir: tempfile::TempDir,
-}
-
-impl RootFs {
-    fn unpack() -> Self {
-        let tar = repo().join(".cache/rootfs/bookworm.tar");
-        assert!(tar.exists(), "{} is missing: `make test` builds it (scripts/setup.sh test-rootfs)", tar.display());
-        let dir = tempfile::tempdir_in(repo().join("target")).expect("tempdir");
-        run(Command::new("tar").arg("-C").arg(dir.path()).arg("-xf").arg(&tar));
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, path: &str, contents: &str) {
-        let full = self.path().join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-        std::fs::write(full, contents).expect("write");
-    }
-
-    /// Copies the package in, to be installed with apt from inside.
-    fn add_package(&self) -> &'static str {
-        std::fs::copy(deb(), self.path().join("root/voca.deb")).expect("copy the package");
-        "/root/voca.deb"
-    }
-
-    /// Runs a command in the root file system without booting it (`systemd-nspawn`, no init).
-    fn chroot(&self, args: &[&str]) -> Output {
-        run(Command::new("systemd-nspawn")
-            .args(["--quiet", "--register=no", "--keep-unit", "-D"])
-            .arg(self.path())
-            .args(args)
-            .stdin(Stdio::null()))
-    }
 }
 
 #[test]

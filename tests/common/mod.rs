@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real `voca` binary.
 #![allow(dead_code)]
 
+pub mod debian;
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
