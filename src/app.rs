@@ -254,6 +254,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let data_dir = config.device.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await??;
+    if let Some(aside) = &store.damaged_moved_to {
+        // Shown (LEDs, /healthz) until the box restarts: someone should know the old log is aside.
+        let fault = format!("the call log was damaged: kept as {}, a new one started", aside.display());
+        state.set_fault_of("store", Some(fault));
+    }
     if store.interrupted_at_start > 0 {
         warn!(
             "{} call(s) were in progress when the box last stopped: logged as interrupted",

@@ -133,6 +133,28 @@ fn a_board_that_cannot_be_opened_leaves_a_box_that_answers_and_shows_the_fault()
 }
 
 #[test]
+fn a_damaged_call_log_is_kept_aside_and_the_box_starts_with_a_new_one_showing_the_fault() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    std::fs::write(dir.path().join("data/voca.db"), "not a database".repeat(512)).expect("write");
+    let running = start(dir.path());
+    let health = get(&running.addr, "/healthz");
+    assert!(health.contains("the call log was damaged: kept as data/voca.db.damaged-"), "{health}");
+    assert!(
+        running.log.iter().any(|l| l.contains("is damaged") && l.contains("a new one started")),
+        "{:?}",
+        running.log
+    );
+    let kept: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .expect("data")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("voca.db.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged file is kept");
+    assert_eq!(std::fs::read_to_string(kept[0].path()).expect("read"), "not a database".repeat(512));
+}
+
+#[test]
 fn a_busy_listen_address_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");

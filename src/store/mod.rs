@@ -107,6 +107,10 @@ pub enum StoreError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot create the data folder {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
+    #[error("the database {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("cannot move the damaged database {path} aside: {source}")]
+    MoveAside { path: PathBuf, source: std::io::Error },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the database thread has stopped")]
@@ -202,6 +206,56 @@ pub struct Store {
     owner: Arc<Owner>,
     /// Calls the previous run left in progress, now marked interrupted.
     pub interrupted_at_start: usize,
+    /// The database file was damaged at start: where it was moved (kept, never deleted) before a
+    /// new one was started.
+    pub damaged_moved_to: Option<PathBuf>,
+}
+
+/// Why a database file could not be opened: damaged (not a database, or failing SQLite's check),
+/// or anything else (permissions, a full disk), which moving the file aside would not cure.
+enum OpenFailure {
+    Damaged(String),
+    Other(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for OpenFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                Self::Damaged(e.to_string())
+            }
+            _ => Self::Other(e),
+        }
+    }
+}
+
+/// Opens the database (WAL, `synchronous = NORMAL`: a power cut may lose the last transactions but
+/// never corrupts the file), checks it (`PRAGMA quick_check`, milliseconds for a call log) and
+/// brings its schema up to date.
+fn open_checked(path: &Path) -> Result<Connection, OpenFailure> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let check: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if check != "ok" {
+        return Err(OpenFailure::Damaged(check.lines().next().unwrap_or_default().to_owned()));
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Renames `path` (and its -wal and -shm files) to `<name>.damaged-<UTC time>`; returns the new name.
+fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
+    for suffix in ["-wal", "-shm", ""] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            std::fs::rename(&from, format!("{}{suffix}", aside.display()))?;
+        }
+    }
+    Ok(aside)
 }
 
 impl std::fmt::Debug for Store {
@@ -216,12 +270,29 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir { path: data_dir.to_path_buf(), source })?;
         let path = data_dir.join("voca.db");
-        let mut conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let open_err = |source| StoreError::Open { path: path.clone(), source };
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
-        migrate(&mut conn).map_err(open_err)?;
+        let (conn, damaged) = match open_checked(&path) {
+            Ok(conn) => (conn, None),
+            Err(OpenFailure::Other(source)) => return Err(open_err(source)),
+            // A damaged file is kept for whoever can rescue it; the box starts a new log.
+            Err(OpenFailure::Damaged(why)) => {
+                let aside = move_aside(&path).map_err(|source| StoreError::MoveAside { path: path.clone(), source })?;
+                tracing::error!(
+                    "the call log {} is damaged ({why}): kept as {}, a new one started",
+                    path.display(),
+                    aside.display()
+                );
+                match open_checked(&path) {
+                    Ok(conn) => (conn, Some(aside)),
+                    Err(OpenFailure::Other(source)) => return Err(open_err(source)),
+                    Err(OpenFailure::Damaged(why)) => {
+                        let reason = format!("a new one is damaged too ({why}): is the storage failing?");
+                        return Err(StoreError::Damaged { path, reason });
+                    }
+                }
+            }
+        };
+        let mut conn = conn;
         let interrupted = conn
             .execute(
                 "UPDATE calls SET outcome = 'interrupted', reason = 'the box stopped during the call', ended_at = ?1
@@ -249,7 +320,11 @@ impl Store {
                 }
             })
             .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
-        Ok(Self { owner: Arc::new(Owner { tx: Some(tx), thread: Some(thread) }), interrupted_at_start: interrupted })
+        Ok(Self {
+            owner: Arc::new(Owner { tx: Some(tx), thread: Some(thread) }),
+            interrupted_at_start: interrupted,
+            damaged_moved_to: damaged,
+        })
     }
 
     async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
@@ -594,6 +669,58 @@ mod tests {
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].outcome.as_deref(), Some("completed"));
         assert!(calls[0].answered_at.is_some() && calls[0].duration_ms.is_some());
+    }
+
+    /// The files in `dir` whose names start with `prefix`.
+    fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_no_database_is_kept_aside_and_a_new_log_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage = b"this was never a database, but it may be someone's file".repeat(100);
+        std::fs::write(dir.path().join("voca.db"), &garbage).expect("write");
+        let store = Store::open(dir.path()).expect("the box starts anyway");
+        let aside = store.damaged_moved_to.clone().expect("the damage is reported");
+        assert!(aside.file_name().expect("name").to_string_lossy().starts_with("voca.db.damaged-"), "{aside:?}");
+        assert_eq!(std::fs::read(&aside).expect("kept"), garbage, "kept byte for byte");
+        store.call_started(SID, "inbound", "+15551234567", "+15557654321").await.expect("the new log works");
+        assert_eq!(store.recent_calls(10).await.expect("list").len(), 1);
+        drop(store);
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(again.damaged_moved_to, None, "the new log is sound");
+        assert_eq!(again.recent_calls(10).await.expect("list").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_with_damaged_pages_is_kept_aside_and_a_new_log_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            for i in 0..200 {
+                let sid = format!("CA{i:032}");
+                store.call_started(&sid, "inbound", "+15551234567", "+15557654321").await.expect("start");
+                store.add_turn(&sid, 1, "caller", &"words ".repeat(40)).await.expect("turn");
+            }
+        }
+        // Scribble over pages in the middle of the file (a card that failed mid-write).
+        let path = dir.path().join("voca.db");
+        let mut bytes = std::fs::read(&path).expect("read");
+        assert!(bytes.len() > 8 * 4096, "a file of several pages: {}", bytes.len());
+        bytes[4096..4 * 4096].fill(0xA5);
+        std::fs::write(&path, &bytes).expect("write");
+        let store = Store::open(dir.path()).expect("the box starts anyway");
+        let aside = store.damaged_moved_to.clone().expect("quick_check finds the damage");
+        assert_eq!(std::fs::read(&aside).expect("kept"), bytes);
+        assert_eq!(files_starting(dir.path(), "voca.db.damaged-").len(), 1, "only the database file was there");
+        assert!(store.recent_calls(10).await.expect("list").is_empty(), "a new, empty log");
     }
 
     #[tokio::test]
