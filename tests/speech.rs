@@ -222,13 +222,7 @@ async fn a_reply_prepared_at_a_pause_is_dropped_when_the_caller_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voicemail_is_recorded_saved_and_logged() {
     let b = SpeechBox::start("grammar-first").await;
-    let mut caller = silence(1.0);
-    caller.extend(silence(7.0));
-    caller.extend(common::say("안녕하세요 저는 민수 입니다", 8000));
-    let mut call = b.call(caller);
-    call.dtmf = vec![(Duration::from_millis(500), '0'), (Duration::from_millis(10_500), '#')];
-    call.linger = Duration::from_secs(10);
-    let r = simulator::run(&call).await.expect("call");
+    let r = simulator::run(&voicemail_call(&b)).await.expect("call");
     assert!(r.closed_by_box, "the box hung up after saving");
     assert!(r.marks_echoed.contains(&"beep".to_owned()), "{:?}", r.marks_echoed);
     // The message is written, then transcribed (free-form, off the call): wait for both.
@@ -249,6 +243,66 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
     assert!(saved.seconds() > 3.0, "{} s recorded", saved.seconds());
     let loud = saved.samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
     assert!(loud > 1000, "the caller's words are in the recording");
+    b.stop().await;
+}
+
+/// A tmpfs of `size` mounted on `path` for as long as this lives (the tests run as root).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount a tmpfs on {}", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A voicemail call: '0' for the message, words after the tone, '#' to finish.
+fn voicemail_call(b: &SpeechBox) -> SimCall {
+    let mut caller = silence(8.0);
+    caller.extend(common::say("안녕하세요 저는 민수 입니다", 8000));
+    let mut call = b.call(caller);
+    call.dtmf = vec![(Duration::from_millis(500), '0'), (Duration::from_millis(10_500), '#')];
+    call.linger = Duration::from_secs(10);
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voicemail_on_a_full_card_gets_an_apology_and_the_next_is_saved_once_there_is_room() {
+    let b = SpeechBox::start("grammar-first").await;
+    let folder = b.dir.path().join("data/voicemail");
+    let _card = Tmpfs::mount(&folder, "1m");
+    let filler = folder.join("filler");
+    let full = std::fs::write(&filler, vec![0u8; 2 << 20]).expect_err("2 MB do not fit in 1 MB");
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+
+    let r = simulator::run(&voicemail_call(&b)).await.expect("call");
+    assert!(r.closed_by_box, "the box hung up");
+    assert!(r.marks_echoed.contains(&"voicemail-not-saved".to_owned()), "an apology: {:?}", r.marks_echoed);
+    assert!(!r.marks_echoed.contains(&"voicemail-saved".to_owned()), "{:?}", r.marks_echoed);
+    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("the call is logged");
+    assert_eq!(record.voicemail, None);
+    let left: Vec<_> = std::fs::read_dir(&folder).expect("folder").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(left, ["filler"], "no broken message is left behind");
+
+    // Room again: the next caller's message is kept.
+    std::fs::remove_file(&filler).expect("free the space");
+    let r = simulator::run(&voicemail_call(&b)).await.expect("call");
+    assert!(r.marks_echoed.contains(&"voicemail-saved".to_owned()), "{:?}", r.marks_echoed);
+    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    let path = record.voicemail.expect("the message is noted in the call log");
+    assert!(voca::audio::wav::read(std::path::Path::new(&path)).expect("a readable WAV").seconds() > 3.0);
     b.stop().await;
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::responder::{tones, Frame16k, Outbox, Responder};
 use crate::assistant::llm::Llm;
@@ -32,6 +32,7 @@ pub struct Prompts {
     pub reprompt: Arc<Vec<i16>>,
     pub voicemail_intro: Arc<Vec<i16>>,
     pub voicemail_saved: Arc<Vec<i16>>,
+    pub voicemail_not_saved: Arc<Vec<i16>>,
     pub trouble: Arc<Vec<i16>>,
     pub missed: Arc<Vec<i16>>,
 }
@@ -47,6 +48,7 @@ impl Prompts {
             reprompt: r(l.reprompt.into()).await,
             voicemail_intro: r(l.voicemail_intro.into()).await,
             voicemail_saved: r(l.voicemail_saved.into()).await,
+            voicemail_not_saved: r(l.voicemail_not_saved.into()).await,
             trouble: r(l.trouble.into()).await,
             missed: r(l.missed.into()).await,
         }
@@ -94,6 +96,8 @@ enum Mode {
     Talking,
     /// Recording the caller's message (16 kHz).
     Recording(Vec<i16>),
+    /// The message is being written; the caller hears whether it was saved once it is.
+    Saving(oneshot::Receiver<bool>),
     /// Saying goodbye; nothing else happens.
     Closing,
 }
@@ -213,43 +217,70 @@ impl AssistantCall {
     }
 
     fn finish_voicemail(&mut self, out: &mut Outbox) {
-        self.save_voicemail();
         out.clear();
-        out.play(&self.kit.prompts.voicemail_saved, "voicemail-saved");
-        out.hang_up("voicemail saved");
-        self.mode = Mode::Closing;
+        match self.save_voicemail() {
+            Some(saved) => self.mode = Mode::Saving(saved),
+            None => self.voicemail_written(true, out), // nothing was said: nothing lost
+        }
     }
 
-    fn save_voicemail(&mut self) {
-        let Mode::Recording(audio) = std::mem::replace(&mut self.mode, Mode::Closing) else { return };
+    /// The caller hears whether their message was stored, then the box hangs up.
+    fn voicemail_written(&mut self, saved: bool, out: &mut Outbox) {
+        self.mode = Mode::Closing;
+        if saved {
+            out.play(&self.kit.prompts.voicemail_saved, "voicemail-saved");
+            out.hang_up("voicemail saved");
+        } else {
+            out.play(&self.kit.prompts.voicemail_not_saved, "voicemail-not-saved");
+            out.hang_up("the voicemail could not be saved");
+        }
+    }
+
+    /// Writes the message being recorded (then notes it in the call log and transcribes it, off the
+    /// call); `None` if there was nothing to save, else whether the file was written (a partial file
+    /// is removed: a full card must not leave a broken message behind).
+    fn save_voicemail(&mut self) -> Option<oneshot::Receiver<bool>> {
+        let Mode::Recording(audio) = std::mem::replace(&mut self.mode, Mode::Closing) else { return None };
         if audio.is_empty() {
-            return;
+            return None;
         }
         let dir = self.kit.voicemail_dir.clone();
         let path = dir.join(format!("{}-{}.wav", self.sid, crate::store::now_ms()));
-        let (store, sid, stt) = (self.kit.store.clone(), self.sid.clone(), self.kit.stt.clone());
+        let (store, sid, stt, waker) =
+            (self.kit.store.clone(), self.sid.clone(), self.kit.stt.clone(), self.waker.clone());
+        let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let audio = Arc::new(audio);
             let written = {
                 let (path, audio) = (path.clone(), audio.clone());
                 tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&dir)?;
-                    crate::audio::wav::write(&path, 16000, &audio)
+                    let result =
+                        std::fs::create_dir_all(&dir).and_then(|()| crate::audio::wav::write(&path, 16000, &audio));
+                    if result.is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    result
                 })
                 .await
             };
-            match written {
-                Ok(Ok(())) => {
-                    info!(call = %sid, path = %path.display(), "voicemail saved");
-                    if let Err(e) = store.voicemail_saved(sid.as_str(), &path).await {
-                        warn!(call = %sid, "voicemail not noted in the call log: {e}");
-                    }
-                }
-                Ok(Err(e)) => warn!(call = %sid, "voicemail not saved to {}: {e}", path.display()),
-                Err(e) => warn!(call = %sid, "voicemail not saved: {e}"),
+            let failure = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            let _ = tx.send(failure.is_none());
+            waker.notify_one();
+            if let Some(why) = failure {
+                error!(call = %sid, "voicemail not saved to {}: {why}", path.display());
+                return;
+            }
+            info!(call = %sid, path = %path.display(), "voicemail saved");
+            if let Err(e) = store.voicemail_saved(sid.as_str(), &path).await {
+                warn!(call = %sid, "voicemail not noted in the call log: {e}");
             }
             transcribe_message(stt, store, sid, audio).await;
         });
+        Some(rx)
     }
 
     /// The caller spoke over the box: stop talking and listen.
@@ -477,7 +508,7 @@ impl Responder for AssistantCall {
             audio.extend_from_slice(frame);
             return;
         }
-        if matches!(self.mode, Mode::Closing) {
+        if matches!(self.mode, Mode::Closing | Mode::Saving(_)) {
             return;
         }
         match self.listener.hear(frame) {
@@ -522,6 +553,13 @@ impl Responder for AssistantCall {
                 self.heard(heard, out);
             }
         }
+        if let Mode::Saving(rx) = &mut self.mode {
+            match rx.try_recv() {
+                Ok(saved) => self.voicemail_written(saved, out),
+                Err(oneshot::error::TryRecvError::Closed) => self.voicemail_written(false, out),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
         if let Some((heard, rx)) = self.pending_llm.as_mut() {
             match rx.try_recv() {
                 Ok(answer) => {
@@ -559,6 +597,7 @@ impl Responder for AssistantCall {
     }
 
     fn end(&mut self) {
-        self.save_voicemail();
+        // The caller hung up while recording: the message is saved all the same (nobody to tell).
+        let _ = self.save_voicemail();
     }
 }
