@@ -166,20 +166,24 @@ fn a_busy_listen_address_is_a_clear_error() {
     assert!(stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("`http.listen`"), "{stderr}");
 }
 
-#[test]
-fn simulate_call_talks_to_a_running_box_and_calls_lists_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A box that answers with tones (no speech model), for calls from `voca simulate-call`.
+fn start_tones_box(dir: &std::path::Path) -> Running {
     let twilio = format!(
         "[twilio]\naccount_sid = \"{}\"\nauth_token = \"{}\"\nphone_number = \"{}\"\napi_base = \"http://127.0.0.1:9\"\n",
         common::ACCOUNT_SID,
         common::AUTH_TOKEN,
         common::NUMBER
     );
-    let running = start_with(dir.path(), &format!("[calls]\nanswer = \"tones\"\n{twilio}"));
-    let audio = dir.path().join("caller.wav");
+    start_with(dir, &format!("[calls]\nanswer = \"tones\"\n{twilio}"))
+}
+
+/// One call from `voca simulate-call` (a second of tone, key 5): its JSON result, the call checked
+/// to have gone through (webhook, media both ways, the key press answered).
+fn simulate_call(dir: &std::path::Path, running: &Running) -> serde_json::Value {
+    let audio = dir.join("caller.wav");
     let tone: Vec<i16> = (0..8000).map(|i| ((i as f32 * 0.2).sin() * 6000.0) as i16).collect();
     voca::audio::wav::write(&audio, 8000, &tone).expect("write wav");
-    let out = voca(dir.path())
+    let out = voca(dir)
         .args(["--config", "voca.toml", "simulate-call", "--url", &format!("http://{}", running.addr)])
         .args([
             "--audio",
@@ -202,13 +206,53 @@ fn simulate_call_talks_to_a_running_box_and_calls_lists_it() {
     assert!(result["frames_received"].as_u64().unwrap_or(0) > 30, "{result}");
     let turns = result["turns"].as_array().expect("turns");
     assert!(turns.iter().any(|t| t["kind"] == "dtmf" && t["latency_ms"].is_u64()), "{result}");
+    result
+}
+
+/// `voca calls --json` against the box's data folder.
+fn call_log(dir: &std::path::Path) -> serde_json::Value {
+    let out = voca(dir).args(["--config", "voca.toml", "calls", "--json"]).output().expect("calls");
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_str(&stdout).expect("JSON list")
+}
+
+#[test]
+fn a_full_data_folder_does_not_stop_calls_and_the_call_log_resumes_once_there_is_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _card = common::Tmpfs::mount(&dir.path().join("data"), "2m");
+    let mut running = start_tones_box(dir.path());
+    let filler = common::fill(&dir.path().join("data"));
+    // The card is full: the call still goes through, and the log says why it is not written down.
+    simulate_call(dir.path(), &running);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let named = |l: &String| l.contains("call log") && l.contains("data/voca.db") && l.contains("full");
+    while !running.log.iter().any(named) {
+        match running.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => running.log.push(line),
+            Err(_) => panic!("no call-log error naming the file and the full disk in:\n{}", running.log.join("\n")),
+        }
+    }
+    assert!(get(&running.addr, "/healthz").starts_with("HTTP/1.1 200"), "the box still answers");
+    // Room again: the next call is logged.
+    std::fs::remove_file(filler).expect("free the space");
+    let result = simulate_call(dir.path(), &running);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !call_log(dir.path()).as_array().expect("list").iter().any(|c| c["call_sid"] == result["call_sid"]) {
+        assert!(Instant::now() < deadline, "the call after the space was freed is not in the log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn simulate_call_talks_to_a_running_box_and_calls_lists_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start_tones_box(dir.path());
+    let result = simulate_call(dir.path(), &running);
     let heard = voca::audio::wav::read(&dir.path().join("heard.wav")).expect("saved audio");
     assert!(heard.seconds() > 0.6, "{} s saved", heard.seconds());
 
-    let out = voca(dir.path()).args(["--config", "voca.toml", "calls", "--json"]).output().expect("calls");
-    let (stdout, stderr) = common::text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let calls: serde_json::Value = serde_json::from_str(&stdout).expect("JSON list");
+    let calls = call_log(dir.path());
     assert_eq!(calls[0]["call_sid"], result["call_sid"]);
     assert_eq!(calls[0]["outcome"], "completed");
     assert_eq!(calls[0]["from_number"], "+*******1234", "numbers are masked");

@@ -246,28 +246,6 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
     b.stop().await;
 }
 
-/// A tmpfs of `size` mounted on `path` for as long as this lives (the tests run as root).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &std::path::Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).expect("mount point");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount a tmpfs on {}", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A voicemail call: '0' for the message, words after the tone, '#' to finish.
 fn voicemail_call(b: &SpeechBox) -> SimCall {
     let mut caller = silence(8.0);
@@ -282,10 +260,8 @@ fn voicemail_call(b: &SpeechBox) -> SimCall {
 async fn a_voicemail_on_a_full_card_gets_an_apology_and_the_next_is_saved_once_there_is_room() {
     let b = SpeechBox::start("grammar-first").await;
     let folder = b.dir.path().join("data/voicemail");
-    let _card = Tmpfs::mount(&folder, "1m");
-    let filler = folder.join("filler");
-    let full = std::fs::write(&filler, vec![0u8; 2 << 20]).expect_err("2 MB do not fit in 1 MB");
-    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    let _card = common::Tmpfs::mount(&folder, "1m");
+    let filler = common::fill(&folder);
 
     let r = simulator::run(&voicemail_call(&b)).await.expect("call");
     assert!(r.closed_by_box, "the box hung up");

@@ -111,8 +111,8 @@ pub enum StoreError {
     Damaged { path: PathBuf, reason: String },
     #[error("cannot move the damaged database {path} aside: {source}")]
     MoveAside { path: PathBuf, source: std::io::Error },
-    #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    #[error("database {path}: {source}")]
+    Sql { path: PathBuf, source: rusqlite::Error },
     #[error("the database thread has stopped")]
     Stopped,
 }
@@ -187,6 +187,8 @@ pub fn now_ms() -> i64 {
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 struct Owner {
+    /// The database file, for error messages.
+    path: PathBuf,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -321,7 +323,7 @@ impl Store {
             })
             .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
         Ok(Self {
-            owner: Arc::new(Owner { tx: Some(tx), thread: Some(thread) }),
+            owner: Arc::new(Owner { path, tx: Some(tx), thread: Some(thread) }),
             interrupted_at_start: interrupted,
             damaged_moved_to: damaged,
         })
@@ -338,7 +340,8 @@ impl Store {
         });
         let tx = self.owner.tx.as_ref().ok_or(StoreError::Stopped)?;
         tx.send(job).await.map_err(|_| StoreError::Stopped)?;
-        Ok(result.await.map_err(|_| StoreError::Stopped)??)
+        let done = result.await.map_err(|_| StoreError::Stopped)?;
+        done.map_err(|source| StoreError::Sql { path: self.owner.path.clone(), source })
     }
 
     /// Answers once the database thread has taken a job: it is not stuck (the watchdog asks).

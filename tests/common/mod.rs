@@ -102,6 +102,36 @@ pub fn start_prism() -> Prism {
     prism
 }
 
+/// A tmpfs of `size` mounted on `path` for as long as this lives (the tests run as root).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount a tmpfs on {}", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file until it is full; returns the file.
+pub fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let full = std::fs::write(&filler, vec![0u8; 64 << 20]).expect_err("the file system is small: it fills up");
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    filler
+}
+
 /// espeak-ng (the command, as the tests' own voice) saying `text` in Korean, at `rate` Hz.
 pub fn say(text: &str, rate: u32) -> Vec<i16> {
     let dir = tempfile::tempdir().expect("tempdir");
