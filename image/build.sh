@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the VOCA Box SD-card image for the Raspberry Pi 4 and 5 from Debian 12 arm64 packages only:
+# Builds the VOCA Box SD-card image for the Raspberry Pi 4 from Debian 12 arm64 packages only (Debian
+# 12's kernel has no Pi 5 support):
 #   image/build.sh VOCA_DEB [MODEL_DEB]      (as root; `make image` calls it)
 #
 #   1. the root file system: mmdebstrap of image/packages (main + non-free-firmware), cached in
 #      /var/cache/voca-image/ (VOCA_IMAGE_CACHE) by the hash of the list, since it takes many
-#      minutes under qemu-user;
+#      minutes under qemu-user (delete it to take in Debian's latest updates);
 #   2. the box: its arm64 package (and a speech model package) installed with dpkg inside it, the files
 #      under image/rootfs/ laid over it, first-boot services on, SSH off, no machine id or host keys;
 #   3. the card: genimage puts /boot/firmware on a FAT partition (RASPIFIRM) and the rest on ext4

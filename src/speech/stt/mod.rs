@@ -526,8 +526,8 @@ impl Stt {
         (self.state() == ModelState::Downloading).then(|| self.progress.percent().unwrap_or(0))
     }
 
-    /// Mirrors the model's download onto the state bus (the status LED double-blinks, the page shows
-    /// the percentage), looking once a second, until the model is loaded or `stop`.
+    /// Mirrors the model's download onto the state bus (the status LED double-blinks meanwhile),
+    /// looking once a second, until the model is loaded or `stop`.
     pub async fn publish_download(self, bus: crate::events::StateBus, stop: tokio_util::sync::CancellationToken) {
         loop {
             let percent = self.download_percent().map(|p| p.min(100) as u8);
