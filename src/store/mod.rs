@@ -273,7 +273,7 @@ impl Store {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir { path: data_dir.to_path_buf(), source })?;
         let path = data_dir.join("voca.db");
         let open_err = |source| StoreError::Open { path: path.clone(), source };
-        let (conn, damaged) = match open_checked(&path) {
+        let (mut conn, damaged) = match open_checked(&path) {
             Ok(conn) => (conn, None),
             Err(OpenFailure::Other(source)) => return Err(open_err(source)),
             // A damaged file is kept for whoever can rescue it; the box starts a new log.
@@ -294,7 +294,6 @@ impl Store {
                 }
             }
         };
-        let mut conn = conn;
         let interrupted = conn
             .execute(
                 "UPDATE calls SET outcome = 'interrupted', reason = 'the box stopped during the call', ended_at = ?1
