@@ -37,6 +37,7 @@ const ENV_NOT_KEYS: &[&str] = &["VOCA_CONFIG"];
 pub struct Config {
     pub device: DeviceConfig,
     pub http: HttpConfig,
+    pub web: WebConfig,
     pub twilio: TwilioConfig,
     pub tunnel: TunnelConfig,
     pub calls: CallsConfig,
@@ -47,6 +48,23 @@ pub struct Config {
     /// Where the configuration came from, for messages (`built-in defaults` or the file's path).
     #[serde(skip)]
     pub source: String,
+    /// Keys set by environment variables, and which variable: the LAN page shows them locked.
+    #[serde(skip)]
+    pub locked: BTreeMap<String, String>,
+    /// The settings the LAN page saved could not be applied: why (the box runs without them).
+    #[serde(skip)]
+    pub settings_error: Option<String>,
+    /// What this configuration was built from, so the page's settings can be layered in again.
+    #[serde(skip)]
+    layers: Layers,
+}
+
+/// The layers below and above the page's settings: defaults and file (below), environment (above).
+#[derive(Debug, Clone, Default)]
+struct Layers {
+    base: std::sync::Arc<Table>,
+    origin: String,
+    env: std::sync::Arc<HashMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +87,14 @@ impl DeviceConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebConfig {
+    /// How long a login on the LAN page lasts.
+    pub session_lifetime: Duration,
+    /// If set, `/metrics` asks for this bearer token.
+    pub metrics_token: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +169,8 @@ pub struct CallsConfig {
     pub greeting_wav: Option<PathBuf>,
     /// In ring mode, who takes a call nobody answers on the box: `voicemail` or `assistant`.
     pub unanswered: Unanswered,
+    /// Incoming calls go straight to voicemail; call-outs still work.
+    pub do_not_disturb: bool,
     /// A call-out asked for while offline is retried for this long…
     pub queue_for: Duration,
     /// …and an emergency call-out for this long.
@@ -291,10 +319,10 @@ impl Config {
 
     /// Loads the configuration the way `voca` does: `path` (or [`SYSTEM_PATH`] when it exists, or
     /// the defaults alone), then `env` on top. `env` is passed in so tests need not touch the
-    /// process environment.
+    /// process environment. The LAN page's settings are not read: see [`Config::with_settings`].
     pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut table: Table = toml::from_str(DEFAULTS).expect("defaults.toml is valid TOML");
-        let mut origins = Origins::new("built-in defaults");
+        let mut origin = "built-in defaults".to_owned();
 
         let file = match path {
             Some(p) if !p.exists() => return Err(ConfigError::NotFound { path: p.to_path_buf() }),
@@ -304,18 +332,69 @@ impl Config {
         if let Some(file) = &file {
             let text =
                 std::fs::read_to_string(file).map_err(|source| ConfigError::Read { path: file.clone(), source })?;
-            let origin = file.display().to_string();
+            origin = file.display().to_string();
             let overlay: Table = toml::from_str(&text)
                 .map_err(|e| ConfigError::Syntax { origin: origin.clone(), message: e.message().to_owned() })?;
-            origins.default = origin;
             merge(&mut table, overlay);
         }
-        apply_env(&mut table, env, &mut origins)?;
+        let layers = Layers { base: std::sync::Arc::new(table), origin, env: std::sync::Arc::new(env.clone()) };
+        Self::build(layers, None)
+    }
+
+    /// Defaults and file, then `settings` (what the LAN page saved, and where), then the environment.
+    fn build(layers: Layers, settings: Option<(&Table, &str)>) -> Result<Self, ConfigError> {
+        let mut table = (*layers.base).clone();
+        let mut origins = Origins::new(&layers.origin);
+        if let Some((overlay, origin)) = settings {
+            for key in overlay.iter().flat_map(|(section, value)| match value {
+                Value::Table(t) => t.keys().map(|k| format!("{section}.{k}")).collect(),
+                _ => vec![section.clone()],
+            }) {
+                origins.by_key.insert(key, origin.to_owned());
+            }
+            merge(&mut table, overlay.clone());
+        }
+        apply_env(&mut table, &layers.env, &mut origins)?;
 
         let mut config = deserialize(table, &origins)?;
-        config.source = origins.default.clone();
+        config.source = layers.origin.clone();
+        config.locked = origins
+            .by_key
+            .iter()
+            .filter_map(|(key, origin)| {
+                origin.strip_prefix("environment variable ").map(|var| (key.clone(), var.to_owned()))
+            })
+            .collect();
+        config.layers = layers;
         config.validate()?;
         Ok(config)
+    }
+
+    /// This configuration with `settings` (the LAN page's, from `origin`) layered between the file
+    /// and the environment. An error names the key and says what is expected.
+    pub fn with_overrides(&self, settings: &Table, origin: &str) -> Result<Self, ConfigError> {
+        Self::build(self.layers.clone(), Some((settings, origin)))
+    }
+
+    /// The configuration the box runs with: this one, with the settings the LAN page saved under
+    /// `device.data_dir` (if any). Settings that no longer apply (the file was edited by hand, a
+    /// key was removed) are left out and the reason kept in `settings_error`: the box still starts.
+    pub fn with_settings(self) -> Self {
+        let store = crate::settings::SettingsFile::new(&self.device.data_dir);
+        let layered = store.read().and_then(|saved| match saved {
+            None => Ok(None),
+            Some(table) => {
+                self.with_overrides(&table, &store.origin()).map(Some).map_err(|e| e.to_string())
+            }
+        });
+        match layered {
+            Ok(Some(config)) => config,
+            Ok(None) => self,
+            Err(e) => {
+                tracing::error!("the settings saved from the LAN page are not applied: {e}");
+                Self { settings_error: Some(e), ..self }
+            }
+        }
     }
 
     /// Rules that span keys: what each tunnel and answer mode needs, and consistent contacts.

@@ -38,6 +38,7 @@ pub mod config;
 pub mod events;
 pub mod panel;
 pub mod service;
+pub mod settings;
 pub mod speech;
 pub mod store;
 pub mod sync;
