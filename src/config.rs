@@ -60,11 +60,18 @@ pub struct Config {
 }
 
 /// The layers below and above the page's settings: defaults and file (below), environment (above).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct Layers {
     base: std::sync::Arc<Table>,
     origin: String,
     env: std::sync::Arc<HashMap<String, String>>,
+}
+
+/// Both layers hold secrets (a file's auth token, TWILIO_AUTH_TOKEN): never shown.
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers").field("origin", &self.origin).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
