@@ -26,6 +26,7 @@ use crate::call::responder::{Purpose, Responder, ResponderFactory, ToneResponder
 use crate::call::session::SessionContext;
 use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
 use crate::events::{DeviceState, StateBus};
+use crate::settings::{Live, Settings};
 use crate::speech::stt::{Stt, SttOptions};
 use crate::speech::tts::{Tts, TtsOptions};
 use crate::store::Store;
@@ -37,20 +38,48 @@ use crate::web;
 /// How long tasks get to finish after a shutdown signal before the process exits anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Runs the box until SIGTERM or SIGINT.
+/// How long a restart for new settings waits for the calls in progress to end.
+const RESTART_WAITS_FOR_CALLS: Duration = Duration::from_secs(30 * 60);
+
+/// Runs the box until SIGTERM or SIGINT. Settings from the LAN page that cannot apply live
+/// (credentials, tunnel, speech) restart the box's engine in this process, once no call is in
+/// progress; the page's logins survive it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let running = start(config).await?;
-    let health = crate::service::Health { store: running.store.clone(), speech: running.speech.clone() };
-    let service = crate::service::Service::ready(health, running.state.clone());
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!("{name} received: shutting down");
-    service.stopping();
-    running.stop().await
+    let settings = Settings::open(config);
+    let auth = web::auth::Auth::open(&settings.live().get());
+    let mut restarts = settings.restarts();
+    loop {
+        let running = start_with(settings.clone(), auth.clone()).await?;
+        let health = crate::service::Health { store: running.store.clone(), speech: running.speech.clone() };
+        // READY=1 again after a restart is harmless; the watchdog follows the new engine's parts.
+        let service = crate::service::Service::ready(health, running.state.clone());
+        restarts.borrow_and_update();
+        let stop = tokio::select! {
+            _ = term.recv() => Some("SIGTERM"),
+            _ = int.recv() => Some("SIGINT"),
+            _ = restarts.changed() => None,
+        };
+        if let Some(name) = stop {
+            info!("{name} received: shutting down");
+            service.stopping();
+            return running.stop().await;
+        }
+        let deadline = tokio::time::Instant::now() + RESTART_WAITS_FOR_CALLS;
+        if !running.registry.is_empty() {
+            info!("new settings apply once the calls in progress have ended");
+        }
+        while !running.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = term.recv() => return running.stop().await,
+                _ = int.recv() => return running.stop().await,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        info!("restarting with the new settings");
+        running.stop().await?;
+    }
 }
 
 /// A box that is up: its listener's address and the handle that stops it.
@@ -100,7 +129,7 @@ fn greeting(config: &Config) -> anyhow::Result<Option<Arc<Vec<i16>>>> {
 
 /// The speech engines for calls and the box's speaker: TTS starts here, the model loads in the
 /// background while the box already answers. `None` when calls get the tone line test instead.
-async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) -> Option<SpeechKit> {
+async fn speech_kit(config: &Config, settings: &Live, store: &Store, rest: Option<RestClient>) -> Option<SpeechKit> {
     if config.calls.answer == AnswerMode::Tones {
         return None;
     }
@@ -119,10 +148,10 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
     let assistant = Arc::new(Assistant::new(config));
     let prompts = Prompts::render(&tts, &assistant).await;
     let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
-    let stt = Stt::start(SttOptions::new(config, &assistant, warm, prompts.greeting.to_vec()));
+    let stt = Stt::start(SttOptions::new(config, &assistant, warm, prompts.greeting.get().to_vec()));
     let transfer = match (rest, &config.twilio.phone_number) {
         (Some(rest), Some(number)) => {
-            Some(Transfer { rest, caller_id: number.clone(), contacts: config.contacts.clone() })
+            Some(Transfer { rest, caller_id: number.clone(), settings: settings.clone() })
         }
         _ => None,
     };
@@ -142,7 +171,8 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
         store: store.clone(),
         voicemail_dir: config.device.data_dir.join("voicemail"),
         store_transcripts: config.assistant.store_transcripts,
-        voicemail_only: config.calls.answer == AnswerMode::Voicemail,
+        // Decided per call, from the settings in effect (see `responder_factory`).
+        voicemail_only: false,
         transfer,
     };
     info!(tts = kit.tts.voice.engine, voice = %kit.tts.voice.voice, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
@@ -150,17 +180,16 @@ async fn speech_kit(config: &Config, store: &Store, rest: Option<RestClient>) ->
 }
 
 /// What answers each call: call-outs play on the box (intercom); incoming calls as `calls.answer`
-/// says (ring the box, intercom, assistant, voicemail, or the tone line test).
+/// says (ring the box, intercom, assistant, voicemail, or the tone line test), straight to voicemail
+/// in do-not-disturb. Read from the configuration in effect when each call arrives.
 fn responder_factory(
-    config: &Config,
+    settings: Live,
     kit: Option<SpeechKit>,
     appliance: Appliance,
     greeting: Option<Arc<Vec<i16>>>,
 ) -> ResponderFactory {
-    let answer = config.calls.answer;
-    let ring_timeout: Duration = config.calls.ring_timeout.into();
-    let unanswered = config.calls.unanswered;
     Arc::new(move |sid: &CallSid, purpose: Purpose| -> Box<dyn Responder> {
+        let calls = settings.get().calls.clone();
         let (kit, greeting) = (kit.clone(), greeting.clone());
         let answering = move |sid: &CallSid, voicemail: bool| -> Box<dyn Responder> {
             match kit {
@@ -171,20 +200,40 @@ fn responder_factory(
                 None => Box::new(ToneResponder::new(greeting)),
             }
         };
-        match (purpose, answer) {
+        let incoming = if calls.do_not_disturb { AnswerMode::Voicemail } else { calls.answer };
+        match (purpose, incoming) {
             (Purpose::CallOut(_), _) | (Purpose::Incoming, AnswerMode::Intercom) => {
                 Box::new(IntercomCall::new(appliance.clone(), sid, purpose))
             }
             (Purpose::Incoming, AnswerMode::Ring) => {
                 let fallback_sid = sid.clone();
-                let fallback: Fallback =
-                    Box::new(move || answering(&fallback_sid, unanswered == Unanswered::Voicemail));
-                Box::new(RingCall::new(appliance.clone(), sid, ring_timeout, fallback))
+                let to_voicemail = calls.unanswered == Unanswered::Voicemail;
+                let fallback: Fallback = Box::new(move || answering(&fallback_sid, to_voicemail));
+                Box::new(RingCall::new(appliance.clone(), sid, calls.ring_timeout.into(), fallback))
             }
-            (Purpose::Incoming, AnswerMode::Tones) => answering(sid, false),
-            (Purpose::Incoming, AnswerMode::Assistant | AnswerMode::Voicemail) => answering(sid, false),
+            (Purpose::Incoming, AnswerMode::Voicemail) => answering(sid, true),
+            (Purpose::Incoming, AnswerMode::Tones | AnswerMode::Assistant) => answering(sid, false),
         }
     })
+}
+
+/// Re-renders the greeting when its text changes from the LAN page.
+async fn follow_greeting(settings: Live, kit: SpeechKit, shutdown: CancellationToken) {
+    let mut watch = settings.watch();
+    let mut text = watch.borrow_and_update().assistant.greeting.clone();
+    loop {
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let now = watch.borrow_and_update().assistant.greeting.clone();
+        if now != text {
+            let spoken = if now.trim().is_empty() { kit.assistant.language.greeting.to_owned() } else { now.clone() };
+            kit.prompts.greeting.set(Arc::new(kit.tts.prompt(&spoken).await));
+            info!("the greeting changed: callers hear the new one from their next call");
+            text = now;
+        }
+    }
 }
 
 /// The tunnel (if any), the number's webhooks and the connectivity monitor.
@@ -234,8 +283,19 @@ fn start_network(
     tracker.spawn(crate::tunnel::monitor::run(rest, provider, state.clone(), interval, shutdown.clone()));
 }
 
-/// Starts the box and returns once it is listening.
+/// Starts the box with `config` and the settings the LAN page saved in its data folder, and
+/// returns once it is listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let settings = Settings::open(config);
+    let auth = web::auth::Auth::open(&settings.live().get());
+    start_with(settings, auth).await
+}
+
+/// Starts the box with the configuration `settings` has in effect; `auth` keeps the LAN page's
+/// password and logins.
+pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Result<Running> {
+    let live = settings.live().clone();
+    let config = (*live.get()).clone();
     let state = StateBus::default();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -265,11 +325,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store.interrupted_at_start
         );
     }
-    let registry = Arc::new(Registry::new(config.calls.clone()));
+    if let Some(e) = &config.settings_error {
+        state.set_fault_of("settings", Some(format!("the settings saved from the page are not applied: {e}")));
+    }
+    let registry = Arc::new(Registry::live(live.clone()));
     let greeting = greeting(&config)?;
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };
     let rest_for_setup = rest.clone();
-    let kit = speech_kit(&config, &store, rest.clone()).await;
+    let kit = speech_kit(&config, &live, &store, rest.clone()).await;
     let speech = kit.as_ref().map(|k| k.stt.clone());
     if let Some(stt) = speech.clone() {
         tokio::spawn(stt.publish_download(state.clone(), shutdown.clone()));
@@ -315,7 +378,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             playback: config.device.playback.clone(),
             sample_rate: config.device.sample_rate,
             callout: callout.clone(),
-            contacts: config.contacts.clone(),
+            settings: live.clone(),
             speech: kit.as_ref().map(|k| LocalSpeech {
                 stt: k.stt.clone(),
                 tts: k.tts.clone(),
@@ -330,7 +393,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &tracker,
     );
     let voice = kit.as_ref().map(|k| k.tts.voice.clone());
-    let responders = responder_factory(&config, kit, appliance.clone(), greeting);
+    if let Some(kit) = kit.clone() {
+        tracker.spawn(follow_greeting(live.clone(), kit, shutdown.clone()));
+    }
+    let responders = responder_factory(live.clone(), kit, appliance.clone(), greeting);
     let phone = PhoneState {
         callout: callout.clone(),
         public_base: public.clone(),
@@ -355,15 +421,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         speech: speech.clone(),
         voice,
     };
+    let lan = web::Lan {
+        status,
+        settings: settings.clone(),
+        auth,
+        store: store.clone(),
+        appliance: appliance.clone(),
+        voicemail_dir: config.device.data_dir.join("voicemail"),
+        shutdown: shutdown.clone(),
+    };
     let twilio_routes = webhook::routes(phone);
-    let mut router = web::router(status).merge(twilio_routes.clone());
+    let mut router = web::router(lan).merge(twilio_routes.clone());
     if let Some(sim) = sim_panel {
         router = router.merge(crate::panel::sim::routes(sim));
         info!("sim panel: press buttons with POST /sim/buttons/{{call|call2|talk}}, see LEDs at GET /sim/leds");
     }
     let server = web::Server::new(web::finish(router), shutdown.clone(), tracker.clone());
     tracker.spawn(web::serve(listener, server));
-    info!("listening on http://{addr} (health: http://{addr}/healthz); Ctrl-C stops the box");
+    info!("the box's page: http://{addr}/ (health: http://{addr}/healthz); Ctrl-C stops the box");
     // The internet reaches the box through its tunnel: there, only Twilio's (signed) routes exist.
     let tunnel_server = web::Server::new(web::finish(twilio_routes), shutdown.clone(), tracker.clone());
 

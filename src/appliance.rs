@@ -24,6 +24,7 @@ use crate::callout::{CallOut, Update};
 use crate::config::Contact;
 use crate::events::{Activity, StateBus};
 use crate::panel::{ButtonEvent, ButtonRole, Panel, Press};
+use crate::settings::Live;
 use crate::speech::listen::Listener;
 use crate::speech::prompts::Language;
 use crate::speech::stt::{Heard, Stt};
@@ -73,6 +74,10 @@ struct Local {
     /// Push-to-talk in progress: when it started, and how to stop recording.
     talking: Option<(Instant, oneshot::Sender<()>, tokio::task::JoinHandle<Vec<i16>>)>,
     chain: Option<tokio::task::JoinHandle<()>>,
+    /// The LAN page's first set-up waits for a press of any button (proof that someone is at the box).
+    presence: Option<oneshot::Sender<()>>,
+    /// After that press, the rest of it (release, the short press) does nothing else.
+    swallow_until: Option<Instant>,
 }
 
 /// The appliance. Cheap to clone.
@@ -87,7 +92,8 @@ struct Inner {
     speaker: Speaker,
     mic: Microphone,
     callout: CallOut,
-    contacts: Vec<Contact>,
+    /// The configuration in effect (contacts change from the LAN page while the box runs).
+    settings: Live,
     speech: Option<LocalSpeech>,
     language: &'static Language,
     store: Store,
@@ -110,7 +116,7 @@ pub struct Parts {
     pub playback: String,
     pub sample_rate: u32,
     pub callout: CallOut,
-    pub contacts: Vec<Contact>,
+    pub settings: Live,
     pub speech: Option<LocalSpeech>,
     pub language: &'static Language,
     pub store: Store,
@@ -132,7 +138,10 @@ fn fault_reporter(bus: StateBus) -> FaultReporter {
         let slot = &mut faults[usize::from(role == Role::Playback)];
         if *slot != fault {
             match &fault {
-                Some(f) => warn!("audio device trouble: {f}"),
+                Some(f) => {
+                    warn!("audio device trouble: {f}");
+                    crate::metrics::AUDIO_FAULTS.inc();
+                }
                 None if slot.is_some() => info!("{role} device is back"),
                 None => {}
             }
@@ -156,7 +165,7 @@ impl Appliance {
                 speaker,
                 mic,
                 callout: parts.callout,
-                contacts: parts.contacts,
+                settings: parts.settings,
                 speech: parts.speech,
                 language: parts.language,
                 store: parts.store,
@@ -181,6 +190,39 @@ impl Appliance {
 
     pub fn callout(&self) -> &CallOut {
         &self.inner.callout
+    }
+
+    /// Resolves at the next press of any button, which then does nothing else: the LAN page's
+    /// first set-up asks for it as proof that someone is at the box.
+    pub fn next_press(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.local().presence = Some(tx);
+        rx
+    }
+
+    /// The language the box speaks on its speaker.
+    pub fn language(&self) -> &'static Language {
+        self.inner.language
+    }
+
+    /// Whether the box can speak (speech is on).
+    pub fn can_speak(&self) -> bool {
+        self.inner.speech.is_some()
+    }
+
+    /// The call buttons and the contact slot each calls (`button = N` in a contact).
+    pub fn call_slots(&self) -> Vec<(String, u8)> {
+        self.inner
+            .panel
+            .buttons()
+            .into_iter()
+            .filter_map(|(name, role, slot)| (role == ButtonRole::Call).then_some(slot.map(|s| (name, s))).flatten())
+            .collect()
+    }
+
+    /// The contacts in effect now.
+    pub fn contacts(&self) -> Vec<Contact> {
+        self.inner.settings.get().contacts.clone()
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
@@ -249,6 +291,18 @@ impl Appliance {
     }
 
     fn on_button(&self, event: &ButtonEvent, role: ButtonRole, slot: Option<u8>) {
+        {
+            let mut local = self.local();
+            if let Some(presence) = local.presence.take() {
+                if presence.send(()).is_ok() {
+                    local.swallow_until = Some(Instant::now() + Duration::from_secs(2));
+                    return;
+                }
+            }
+            if local.swallow_until.is_some_and(|until| Instant::now() < until) {
+                return;
+            }
+        }
         let this = self.clone();
         match (role, event.press) {
             (ButtonRole::Call, Press::Short) => {
@@ -258,7 +312,7 @@ impl Appliance {
                 if self.hang_up_current() {
                     return;
                 }
-                let contact = self.inner.contacts.iter().find(|c| c.button.is_some() && c.button == slot).cloned();
+                let contact = self.contacts().into_iter().find(|c| c.button.is_some() && c.button == slot);
                 tokio::spawn(async move {
                     match contact {
                         Some(contact) => {
@@ -390,8 +444,9 @@ impl Appliance {
     /// person answers; answering machines are skipped (Twilio's detection).
     async fn emergency_chain(&self) {
         let language = self.inner.language;
-        let marked: Vec<Contact> = self.inner.contacts.iter().filter(|c| c.emergency).cloned().collect();
-        let chain = if marked.is_empty() { self.inner.contacts.clone() } else { marked };
+        let contacts = self.contacts();
+        let marked: Vec<Contact> = contacts.iter().filter(|c| c.emergency).cloned().collect();
+        let chain = if marked.is_empty() { contacts } else { marked };
         info!(contacts = chain.len(), "emergency chain started");
         self.say(language.emergency).await;
         for contact in &chain {
@@ -571,7 +626,7 @@ impl Appliance {
         };
         self.say(&reply.text).await;
         if let Action::Call(name) = &reply.action {
-            match self.inner.contacts.iter().find(|c| &c.name == name).cloned() {
+            match self.contacts().into_iter().find(|c| &c.name == name) {
                 Some(contact) => {
                     self.call_contact(&contact, false).await;
                 }

@@ -10,14 +10,15 @@ use crate::speech::tts::TtsOptions;
 use crate::speech::{models, stt, tts};
 use crate::twilio::rest::{RestClient, RestError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
     Warn,
     Fail,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
     pub name: &'static str,
     pub status: Status,
@@ -63,7 +64,7 @@ impl fmt::Display for Outcome {
 }
 
 /// The whole checklist.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
 }
@@ -159,7 +160,28 @@ fn config_check(config: &Config) -> Outcome {
     }
 }
 
-async fn twilio_checks(config: &Config) -> Vec<Outcome> {
+/// The checks the running box can make of itself (the LAN page's "run the self-check"): as
+/// `voca check`, but the audio devices, the panel and the listener are the box's own, in use, so
+/// they are reported from what the box knows of them (`faults`, the state bus's) instead of
+/// being opened again.
+pub async fn run_in_box(config: &Config, faults: Option<&str>) -> Report {
+    let mut outcomes = vec![config_check(config)];
+    outcomes.extend(twilio_checks(config).await);
+    let speech = config.speech.clone();
+    let voice = TtsOptions::new(config);
+    match tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&voice))).await {
+        Ok((model, tts)) => outcomes.extend([model, tts]),
+        Err(e) => outcomes.push(Outcome::fail("speech", format!("the speech checks crashed: {e}"), "report it")),
+    }
+    outcomes.push(match faults {
+        None => Outcome::pass("devices", "the speaker, microphone and panel are open and working"),
+        Some(fault) => Outcome::fail("devices", fault.to_owned(), "see the hint in the fault; `voca check` on the box says more"),
+    });
+    Report { outcomes }
+}
+
+/// The Twilio account and number checks alone (the page's "test" button).
+pub async fn twilio_checks(config: &Config) -> Vec<Outcome> {
     let twilio = &config.twilio;
     let client = match RestClient::new(twilio) {
         Ok(client) => client,

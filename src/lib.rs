@@ -36,6 +36,7 @@ pub mod check;
 pub mod commands;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod panel;
 pub mod service;
 pub mod settings;

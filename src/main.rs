@@ -82,6 +82,13 @@ enum Command {
     /// Act as Twilio against a running box: signed webhook, TwiML, Media Stream with caller audio;
     /// prints what happened (turn latencies included) as JSON.
     SimulateCall(SimulateArgs),
+    /// Set the LAN page's password (typed, or one line on standard input), or --clear it so the
+    /// page asks for the first set-up again (which needs a press of the box's button).
+    WebPassword {
+        /// Remove the password instead of setting one.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,8 +100,10 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     let env: HashMap<String, String> = std::env::vars().collect();
+    // The settings saved from the LAN page are layered in (`run` does it itself, per restart).
     let config = match Config::load(cli.config.as_deref(), &env) {
-        Ok(config) => config,
+        Ok(config) if matches!(cli.command, Command::Run) => config,
+        Ok(config) => config.with_settings(),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -119,6 +128,7 @@ fn main() -> ExitCode {
             Command::Calls { limit, json } => commands::calls::list(&config, limit, json).await,
             Command::SimulateCall(args) => commands::simulate::run(&config, args).await,
             Command::Transcribe { audio } => commands::transcribe::run(&config, &audio).await,
+            Command::WebPassword { clear } => commands::web_password(&config, clear),
         }
     });
     match result {

@@ -215,6 +215,7 @@ pub struct Settings {
     live: Live,
     /// Serialises changes: each reads, validates and writes the whole layer.
     stored: Arc<Mutex<Table>>,
+    writing: Arc<Mutex<()>>,
     restart: Arc<watch::Sender<u64>>,
 }
 
@@ -232,6 +233,7 @@ impl Settings {
             file,
             live: Live::new(running),
             stored: Arc::new(Mutex::new(stored)),
+            writing: Arc::default(),
             restart: Arc::new(watch::Sender::new(0)),
         }
     }
@@ -274,13 +276,15 @@ impl Settings {
             .collect()
     }
 
-    /// Applies `changes` (`{"calls.answer": "ring", "contacts": [...]}`): each key must be one
-    /// of [`KEYS`] and not locked; `null` removes the page's value (the file's or the default's
-    /// returns). The whole configuration is validated before anything is stored.
-    pub fn update(&self, changes: &serde_json::Map<String, Json>) -> Result<Saved, SettingsError> {
-        let mut stored = self.stored();
+    /// The configuration `changes` would make, without storing anything (the page's "test").
+    pub fn preview(&self, changes: &serde_json::Map<String, Json>) -> Result<Config, SettingsError> {
+        let (next, current) = self.layer_with(changes)?;
+        Ok(current.with_overrides(&next, &self.file.origin())?)
+    }
+
+    fn layer_with(&self, changes: &serde_json::Map<String, Json>) -> Result<(Table, Arc<Config>), SettingsError> {
         let current = self.live.get();
-        let mut next = stored.clone();
+        let mut next = self.stored().clone();
         for (name, value) in changes {
             let key = find(name).ok_or_else(|| SettingsError::Unknown(name.clone()))?;
             if let Some(var) = current.locked.get(key.name) {
@@ -294,6 +298,17 @@ impl Settings {
                 }
             }
         }
+        Ok((next, current))
+    }
+
+    /// Applies `changes` (`{"calls.answer": "ring", "contacts": [...]}`): each key must be one
+    /// of [`KEYS`] and not locked; `null` removes the page's value (the file's or the default's
+    /// returns). The whole configuration is validated before anything is stored.
+    pub fn update(&self, changes: &serde_json::Map<String, Json>) -> Result<Saved, SettingsError> {
+        // One change at a time: each builds on the layer the previous one stored.
+        let _one = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (next, current) = self.layer_with(changes)?;
+        let mut stored = self.stored();
         let config = current.with_overrides(&next, &self.file.origin())?;
         let (before, after) = (effective_table(&current), effective_table(&config));
         let changed: Vec<String> =

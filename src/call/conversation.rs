@@ -26,7 +26,8 @@ use crate::twilio::media::CallSid;
 /// Fixed prompts, rendered once at start-up (16 kHz).
 #[derive(Debug, Clone)]
 pub struct Prompts {
-    pub greeting: Arc<Vec<i16>>,
+    /// Changes when the greeting text does (from the LAN page): see [`Greeting`].
+    pub greeting: Greeting,
     pub one_moment: Arc<Vec<i16>>,
     pub goodbye: Arc<Vec<i16>>,
     pub reprompt: Arc<Vec<i16>>,
@@ -42,7 +43,7 @@ impl Prompts {
         let l = assistant.language;
         let r = |text: String| async move { Arc::new(tts.prompt(&text).await) };
         Self {
-            greeting: r(assistant.greeting.clone()).await,
+            greeting: Greeting::new(r(assistant.greeting.clone()).await),
             one_moment: r(l.one_moment.into()).await,
             goodbye: r(l.goodbye.into()).await,
             reprompt: r(l.reprompt.into()).await,
@@ -52,6 +53,25 @@ impl Prompts {
             trouble: r(l.trouble.into()).await,
             missed: r(l.missed.into()).await,
         }
+    }
+}
+
+/// The greeting's audio, replaced while the box runs when its text changes; a call takes the one
+/// in effect when it starts.
+#[derive(Debug, Clone)]
+pub struct Greeting(Arc<std::sync::RwLock<Arc<Vec<i16>>>>);
+
+impl Greeting {
+    pub fn new(audio: Arc<Vec<i16>>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(audio)))
+    }
+
+    pub fn get(&self) -> Arc<Vec<i16>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn set(&self, audio: Arc<Vec<i16>>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = audio;
     }
 }
 
@@ -80,7 +100,8 @@ pub struct SpeechKit {
 pub struct Transfer {
     pub rest: crate::twilio::rest::RestClient,
     pub caller_id: crate::config::E164,
-    pub contacts: Vec<crate::config::Contact>,
+    /// The configuration in effect, for its contacts.
+    pub settings: crate::settings::Live,
 }
 
 impl std::fmt::Debug for SpeechKit {
@@ -205,7 +226,7 @@ impl AssistantCall {
         if self.kit.voicemail_only {
             self.start_voicemail(out);
         } else {
-            out.play(&self.kit.prompts.greeting, "greeting");
+            out.play(&self.kit.prompts.greeting.get(), "greeting");
         }
     }
 
@@ -287,6 +308,7 @@ impl AssistantCall {
     fn barge_in(&mut self, out: &mut Outbox, why: &str) {
         if out.is_playing() || self.speaking.is_some() {
             info!("barge-in ({why}): reply cut");
+            crate::metrics::BARGE_INS.inc();
             out.clear();
             if let Some((speech, _)) = self.speaking.take() {
                 speech.cancel();
@@ -379,6 +401,7 @@ impl AssistantCall {
     fn play_reply(&mut self, chunk: &[i16], out: &mut Outbox) {
         if let Some(heard) = self.heard_at.take() {
             debug!(turn = self.turn, ms = heard.elapsed().as_millis() as u64, "transcript -> first reply audio");
+            crate::metrics::TURN_LATENCY.observe(heard.elapsed());
         }
         out.play(chunk, &format!("reply-{}", self.turn))
     }
@@ -410,7 +433,8 @@ impl AssistantCall {
     /// Connects the caller to a contact: Twilio replaces this call's stream with a `<Dial>`.
     fn transfer_to(&mut self, name: &str) {
         let Some(transfer) = self.kit.transfer.clone() else { return };
-        let Some(contact) = transfer.contacts.iter().find(|c| c.name == name).cloned() else { return };
+        let contact = transfer.settings.get().contacts.iter().find(|c| c.name == name).cloned();
+        let Some(contact) = contact else { return };
         info!(contact = %contact.number, "transferring the caller to {name}");
         self.mode = Mode::Closing;
         let sid = self.sid.clone();
@@ -447,6 +471,7 @@ impl AssistantCall {
             Heard::Final { text, lag, decode, pass } => {
                 debug!(?pass, decode_ms = decode.as_millis() as u64, lag_ms = lag.as_millis() as u64, "transcript");
                 self.heard_at = Some(Instant::now());
+                crate::metrics::RECOGNIZER_LAG.observe(lag);
                 if lag > Duration::from_secs(1) {
                     if let Some(more) = LAGGING.check() {
                         warn!(

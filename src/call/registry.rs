@@ -106,7 +106,8 @@ struct Inner {
 }
 
 pub struct Registry {
-    limits: CallsConfig,
+    /// The limits in effect (lists and rate limit change from the LAN page while the box runs).
+    settings: crate::settings::Live,
     inner: Mutex<Inner>,
 }
 
@@ -123,8 +124,16 @@ fn new_token() -> String {
 }
 
 impl Registry {
+    /// A registry with fixed limits.
     pub fn new(limits: CallsConfig) -> Self {
-        Self { limits, inner: Mutex::new(Inner::default()) }
+        let mut config = crate::config::Config::defaults();
+        config.calls = limits;
+        Self::live(crate::settings::Live::new(config))
+    }
+
+    /// A registry that follows the configuration in effect.
+    pub fn live(settings: crate::settings::Live) -> Self {
+        Self { settings, inner: Mutex::new(Inner::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -135,6 +144,8 @@ impl Registry {
     /// Decides whether to answer a call that reached the webhook, and registers it if so.
     /// `remote` is the caller for inbound calls, the callee for outbound ones.
     pub fn admit(&self, sid: &CallSid, direction: Direction, remote: &str, now: Instant) -> Admission {
+        let config = self.settings.get();
+        let limits = &config.calls;
         let mut inner = self.lock();
         let Inner { calls, tokens, recent } = &mut *inner;
         tokens.retain(|_, p| p.expires > now);
@@ -150,10 +161,10 @@ impl Registry {
         }
         if direction == Direction::Inbound {
             let listed = |list: &[crate::config::E164]| list.iter().any(|n| n.as_str() == remote);
-            if listed(&self.limits.block) || (!self.limits.allow.is_empty() && !listed(&self.limits.allow)) {
+            if listed(&limits.block) || (!limits.allow.is_empty() && !listed(&limits.allow)) {
                 return Admission::Blocked;
             }
-            let limit = self.limits.rate_limit_per_hour as usize;
+            let limit = limits.rate_limit_per_hour as usize;
             if limit > 0 {
                 let times = recent.entry(remote.to_owned()).or_default();
                 times.retain(|t| now.duration_since(*t) < RATE_WINDOW);
@@ -163,7 +174,7 @@ impl Registry {
                 times.push_back(now);
             }
         }
-        if calls.len() >= self.limits.max_concurrent as usize {
+        if calls.len() >= limits.max_concurrent as usize {
             return Admission::Busy;
         }
         calls.insert(

@@ -138,13 +138,15 @@ pub struct ToneResponder {
 impl ToneResponder {
     /// `greeting`: 16 kHz samples; `None` for a two-note chime.
     pub fn new(greeting: Option<Arc<Vec<i16>>>) -> Self {
-        let greeting = greeting.unwrap_or_else(|| {
-            let mut chime = tones(&[660.0], 0.3, 8000.0);
-            chime.extend(tones(&[880.0], 0.4, 8000.0));
-            Arc::new(chime)
-        });
-        Self { greeting }
+        Self { greeting: greeting.unwrap_or_else(|| Arc::new(chime())) }
     }
+}
+
+/// Two rising notes (0.7 s at 16 kHz): the greeting of the line test, and the speaker test.
+pub fn chime() -> Vec<i16> {
+    let mut chime = tones(&[660.0], 0.3, 8000.0);
+    chime.extend(tones(&[880.0], 0.4, 8000.0));
+    chime
 }
 
 impl Responder for ToneResponder {

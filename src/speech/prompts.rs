@@ -47,6 +47,8 @@ pub struct Language {
     pub message_from: &'static str,
     pub missed_from: &'static str,
     pub no_messages: &'static str,
+    /// Before the digits of the LAN page's first set-up code.
+    pub setup_code: &'static str,
 }
 
 pub const ENGLISH: Language = Language {
@@ -91,6 +93,7 @@ pub const ENGLISH: Language = Language {
     message_from: "Message from the number ending in {last4}.",
     missed_from: "Missed call from the number ending in {last4}.",
     no_messages: "You have no new messages.",
+    setup_code: "The set-up code for this box's page is",
 };
 
 pub const KOREAN: Language = Language {
@@ -135,7 +138,13 @@ pub const KOREAN: Language = Language {
     message_from: "끝자리 {last4} 번호의 메시지입니다.",
     missed_from: "끝자리 {last4} 번호의 부재중 전화입니다.",
     no_messages: "새 메시지가 없습니다.",
+    setup_code: "이 박스 페이지의 설정 코드는",
 };
+
+/// The language codes the box has prompts in.
+pub fn codes() -> Vec<&'static str> {
+    vec![ENGLISH.code, KOREAN.code]
+}
 
 /// The language table for `code` (`en`, `en-us`, `ko`…); English when unknown.
 pub fn language(code: &str) -> &'static Language {

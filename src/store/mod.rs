@@ -179,6 +179,28 @@ pub struct CallRecord {
     pub waiting: bool,
 }
 
+/// Something the call log just stored, as the LAN page shows it live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Written {
+    /// One turn of a conversation (`speaker`: `caller` or `box`).
+    Turn { call_sid: String, speaker: String, text: String },
+    /// A call's row changed (started, answered, ended, a voicemail saved or removed).
+    Call { call_sid: String },
+}
+
+/// One day of the usage chart (the box's local date).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Day {
+    pub date: String,
+    pub answered: u32,
+    pub missed: u32,
+    pub voicemail: u32,
+    pub outgoing: u32,
+    /// Minutes on the phone that day, all calls, rounded up per call.
+    pub minutes: u32,
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -189,6 +211,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 struct Owner {
     /// The database file, for error messages.
     path: PathBuf,
+    /// What was just written, for whoever shows it live (the LAN page).
+    feed: tokio::sync::broadcast::Sender<Written>,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -322,7 +346,12 @@ impl Store {
             })
             .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
         Ok(Self {
-            owner: Arc::new(Owner { path, tx: Some(tx), thread: Some(thread) }),
+            owner: Arc::new(Owner {
+                path,
+                feed: tokio::sync::broadcast::channel(256).0,
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
             interrupted_at_start: interrupted,
             damaged_moved_to: damaged,
         })
@@ -343,6 +372,19 @@ impl Store {
         done.map_err(|source| StoreError::Sql { path: self.owner.path.clone(), source })
     }
 
+    /// What the call log stores from now on, as it is stored.
+    pub fn feed(&self) -> tokio::sync::broadcast::Receiver<Written> {
+        self.owner.feed.subscribe()
+    }
+
+    fn tell(&self, written: Written) {
+        let _ = self.owner.feed.send(written);
+    }
+
+    fn changed(&self, sid: &str) {
+        self.tell(Written::Call { call_sid: sid.to_owned() });
+    }
+
     /// Answers once the database thread has taken a job: it is not stuck (the watchdog asks).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run(|_| Ok(())).await
@@ -350,8 +392,9 @@ impl Store {
 
     /// A call reached the webhook. A retried webhook (same SID) changes nothing.
     pub async fn call_started(&self, sid: &str, direction: &str, from: &str, to: &str) -> Result<(), StoreError> {
+        let told = sid.to_owned();
         let (sid, direction, from, to) = (sid.to_owned(), direction.to_owned(), from.to_owned(), to.to_owned());
-        self.run(move |c| {
+        let done = self.run(move |c| {
             c.execute(
                 "INSERT OR IGNORE INTO calls (call_sid, direction, from_number, to_number, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -359,7 +402,9 @@ impl Store {
             )
         })
         .await
-        .map(drop)
+        .map(drop);
+        self.changed(&told);
+        done
     }
 
     pub async fn call_answered(&self, sid: &str) -> Result<(), StoreError> {
@@ -377,8 +422,9 @@ impl Store {
     /// Finalises a call. The first ending wins (the stream and the status callback both report it);
     /// returns whether this one did.
     pub async fn call_ended(&self, sid: &str, outcome: Outcome, reason: Option<&str>) -> Result<bool, StoreError> {
+        let told = sid.to_owned();
         let (sid, reason) = (sid.to_owned(), reason.map(str::to_owned));
-        self.run(move |c| {
+        let ended = self.run(move |c| {
             let now = now_ms();
             c.execute(
                 "UPDATE calls SET outcome = ?2, reason = ?3, ended_at = ?4,
@@ -388,7 +434,11 @@ impl Store {
             )
         })
         .await
-        .map(|n| n > 0)
+        .map(|n| n > 0);
+        if matches!(ended, Ok(true)) {
+            self.changed(&told);
+        }
+        ended
     }
 
     pub async fn call(&self, sid: &str) -> Result<Option<CallRecord>, StoreError> {
@@ -398,6 +448,7 @@ impl Store {
 
     /// One turn of a conversation: `speaker` is `caller` or `box`; `seq` orders a call's turns.
     pub async fn add_turn(&self, sid: &str, seq: u32, speaker: &'static str, text: &str) -> Result<(), StoreError> {
+        let written = Written::Turn { call_sid: sid.to_owned(), speaker: speaker.to_owned(), text: text.to_owned() };
         let (sid, text) = (sid.to_owned(), text.to_owned());
         self.run(move |c| {
             c.execute(
@@ -405,8 +456,9 @@ impl Store {
                 params![sid, seq, now_ms(), speaker, text],
             )
         })
-        .await
-        .map(drop)
+        .await?;
+        self.tell(written);
+        Ok(())
     }
 
     /// The conversation of a call, in order: (speaker, text).
@@ -422,12 +474,89 @@ impl Store {
 
     /// Notes the caller's recorded message on the call.
     pub async fn voicemail_saved(&self, sid: &str, path: &Path) -> Result<(), StoreError> {
+        let told = sid.to_owned();
         let (sid, path) = (sid.to_owned(), path.display().to_string());
         self.run(move |c| {
             c.execute("UPDATE calls SET voicemail = ?2, waiting = 1 WHERE call_sid = ?1", params![sid, path])
         })
+        .await?;
+        self.changed(&told);
+        Ok(())
+    }
+
+    /// Forgets the call's message (its file is the caller's to remove first); the call stays in the
+    /// log. Returns the file the row named, if any.
+    pub async fn voicemail_removed(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        let told = sid.to_owned();
+        let sid = sid.to_owned();
+        let removed = self
+            .run(move |c| {
+                let tx = c.transaction()?;
+                let file: Option<String> = tx
+                    .query_row("SELECT voicemail FROM calls WHERE call_sid = ?1", [&sid], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                tx.execute(
+                    "UPDATE calls SET voicemail = NULL, voicemail_transcript = NULL, waiting = 0 WHERE call_sid = ?1",
+                    [&sid],
+                )?;
+                tx.commit()?;
+                Ok(file)
+            })
+            .await?;
+        self.changed(&told);
+        Ok(removed)
+    }
+
+    /// Calls ever logged, by direction (`inbound`/`outbound`) and outcome (`in-progress` while
+    /// open): counters that survive restarts, for `/metrics`.
+    pub async fn call_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT CASE WHEN direction LIKE 'outbound%' THEN 'outbound' ELSE 'inbound' END,
+                        COALESCE(outcome, 'in-progress'), COUNT(*)
+                 FROM calls GROUP BY 1, 2 ORDER BY 1, 2",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+            rows.collect()
+        })
         .await
-        .map(drop)
+    }
+
+    /// Calls per day and minutes on the phone over the last `days` days (local dates, today last).
+    pub async fn usage(&self, days: u32) -> Result<Vec<Day>, StoreError> {
+        use chrono::{Local, TimeZone};
+        let today = Local::now().date_naive();
+        let first = today - chrono::Days::new(u64::from(days.max(1) - 1));
+        let since = Local
+            .from_local_datetime(&first.and_hms_opt(0, 0, 0).expect("midnight exists"))
+            .earliest()
+            .map_or(0, |t| t.timestamp_millis());
+        let rows: Vec<(i64, String, Option<i64>, Option<i64>, bool)> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT created_at, direction, answered_at, duration_ms, voicemail IS NOT NULL
+                     FROM calls WHERE created_at >= ?1",
+                )?;
+                let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+                rows.collect()
+            })
+            .await?;
+        let mut out: Vec<Day> = (0..days.max(1))
+            .map(|i| Day { date: (first + chrono::Days::new(u64::from(i))).to_string(), ..Day::default() })
+            .collect();
+        for (created, direction, answered, duration, voicemail) in rows {
+            let Some(date) = Local.timestamp_millis_opt(created).single().map(|t| t.date_naive()) else { continue };
+            let Some(day) = out.get_mut((date - first).num_days() as usize) else { continue };
+            match (direction.starts_with("outbound"), voicemail, answered.is_some()) {
+                (true, _, _) => day.outgoing += 1,
+                (false, true, _) => day.voicemail += 1,
+                (false, false, true) => day.answered += 1,
+                (false, false, false) => day.missed += 1,
+            }
+            day.minutes += ((duration.unwrap_or(0).max(0) + 59_999) / 60_000) as u32;
+        }
+        Ok(out)
     }
 
     /// Stores the free-form transcript of the call's message.

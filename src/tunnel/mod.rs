@@ -134,6 +134,7 @@ pub async fn supervise(
                         Some(signal) = signals.recv() => match signal {
                             Signal::Reconnecting(why) => {
                                 warn!(provider = dialer.name(), "tunnel lost ({why}): reconnecting");
+                                crate::metrics::TUNNEL_RECONNECTS.inc();
                                 down(why);
                             }
                             Signal::Reconnected => {

@@ -369,6 +369,11 @@ impl RestClient {
                         return Ok(body);
                     }
                     let error = self.api_error(what, status, &body);
+                    if status.is_server_error() {
+                        crate::metrics::TWILIO_ERRORS_5XX.inc();
+                    } else {
+                        crate::metrics::TWILIO_ERRORS_4XX.inc();
+                    }
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS
                         || (status.is_server_error() && retry == Retry::Idempotent);
                     if !retryable || retry == Retry::Never {
@@ -377,6 +382,7 @@ impl RestClient {
                     (retry_after, error)
                 }
                 Err(e) => {
+                    crate::metrics::TWILIO_ERRORS_TRANSPORT.inc();
                     let error = self.transport(what, &e);
                     if retry == Retry::Never || !(e.is_connect() || retry == Retry::Idempotent) {
                         return Err(error);

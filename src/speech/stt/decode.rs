@@ -132,7 +132,11 @@ impl Recognizers {
     /// The live recognizer hears `audio`.
     fn decode(&mut self, audio: &[i16]) {
         let rec = self.live();
-        if let Ok(vosk::DecodingState::Finalized) = rec.accept_waveform(audio) {
+        let started = std::time::Instant::now();
+        let state = rec.accept_waveform(audio);
+        crate::metrics::DECODING_MICROS.add(started.elapsed().as_micros() as u64);
+        crate::metrics::DECODED_AUDIO_MICROS.add(audio.len() as u64 * 1_000_000 / 16_000);
+        if let Ok(vosk::DecodingState::Finalized) = state {
             // VOSK's own endpointer closed a segment inside the utterance: keep its words.
             let text = text_of(rec.result());
             self.said = join(&self.said, &text);

@@ -1,0 +1,52 @@
+//! The box's web face on the LAN, and the server loop the tunnel shares:
+//! - [`server`]: the HTTP loop (limits, graceful shutdown, the peer of each request);
+//! - [`health`]: `/healthz`;
+//! - [`auth`]: password, sessions, CSRF, the first set-up with a button press;
+//! - [`api`]: the JSON API under `/api/` that the page itself uses;
+//! - [`live`]: Server-Sent Events from the state bus and the call log;
+//! - [`pages`]: the page and its assets, embedded in the binary;
+//! - [`metrics`]: `/metrics` in Prometheus' text format.
+//!
+//! None of it is reachable through the tunnel: `app` gives the tunnel Twilio's routes alone.
+
+pub mod api;
+pub mod auth;
+pub mod health;
+pub mod live;
+pub mod metrics;
+pub mod pages;
+pub mod server;
+
+pub use health::Status;
+pub use server::{finish, serve, Peer, Server};
+
+use std::path::PathBuf;
+
+use axum::Router;
+
+use crate::appliance::Appliance;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// What the LAN routes work with. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Lan {
+    pub status: Status,
+    pub settings: Settings,
+    pub auth: auth::Auth,
+    pub store: Store,
+    pub appliance: Appliance,
+    /// Where voicemail files are (a voicemail is served only from here).
+    pub voicemail_dir: PathBuf,
+    /// Ends the page's event streams when the box stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Every LAN route: the page, its API, events, health and metrics.
+pub fn router(lan: Lan) -> Router {
+    Router::new()
+        .merge(health::routes(lan.status.clone()))
+        .merge(pages::routes())
+        .merge(api::routes(lan.clone()))
+        .merge(metrics::routes(lan))
+}
