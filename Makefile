@@ -48,11 +48,11 @@ run: run-model test-voice ## set up, build and start the box with the built-in d
 	fi; \
 	echo "==> sim panel: curl -XPOST 127.0.0.1:8080/sim/buttons/talk -d '{\"press\":\"short\"}'; LEDs: curl 127.0.0.1:8080/sim/leds"; \
 	if [ -f models/$(USER_MODEL)/am/final.mdl ]; then \
-	  echo "==> starting voca: built-in defaults, model models/$(USER_MODEL), status at http://127.0.0.1:8080/healthz"; \
+	  echo "==> starting voca: built-in defaults, model models/$(USER_MODEL); the box's page: http://127.0.0.1:8080/"; \
 	  exec $(VOCA) run; \
 	else \
 	  echo "==> starting voca: built-in defaults, but in Korean (model models/$(TEST_MODEL), espeak-ng voice ko),"; \
-	  echo "==> because the English model is not installed; status at http://127.0.0.1:8080/healthz"; \
+	  echo "==> because the English model is not installed; the box's page: http://127.0.0.1:8080/"; \
 	  VOCA_SPEECH_MODEL=$(TEST_MODEL) VOCA_SPEECH_LANGUAGE=ko VOCA_SPEECH_TTS=espeak VOCA_SPEECH_VOICE=ko exec $(VOCA) run; \
 	fi
 

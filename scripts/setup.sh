@@ -200,6 +200,10 @@ case "${1:-}" in
       chmod +x "$CACHE/prism/prism"
       "$CACHE/prism/prism" --version >/dev/null || { echo "Prism does not start with $node" >&2; exit 1; }
     fi
+    # The LAN page's tests drive a real browser (chromium through chromedriver's WebDriver) and
+    # validate /metrics with promtool (from Debian's prometheus package).
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+    command -v promtool >/dev/null || apt_install prometheus
     ;;
   deb-tools)
     # cargo-deb makes the packages; dpkg-dev computes their library dependencies (dpkg-shlibdeps).

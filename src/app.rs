@@ -95,6 +95,8 @@ pub struct Running {
     pub callout: crate::callout::CallOut,
     /// The panel, speaker and microphone.
     pub appliance: Appliance,
+    /// What the tunnel's connections are served by (Twilio's routes alone), for tests to reach.
+    pub tunnel: web::Server,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -150,9 +152,7 @@ async fn speech_kit(config: &Config, settings: &Live, store: &Store, rest: Optio
     let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
     let stt = Stt::start(SttOptions::new(config, &assistant, warm, prompts.greeting.get().to_vec()));
     let transfer = match (rest, &config.twilio.phone_number) {
-        (Some(rest), Some(number)) => {
-            Some(Transfer { rest, caller_id: number.clone(), settings: settings.clone() })
-        }
+        (Some(rest), Some(number)) => Some(Transfer { rest, caller_id: number.clone(), settings: settings.clone() }),
         _ => None,
     };
     let kit = SpeechKit {
@@ -438,11 +438,11 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
     }
     let server = web::Server::new(web::finish(router), shutdown.clone(), tracker.clone());
     tracker.spawn(web::serve(listener, server));
-    info!("the box's page: http://{addr}/ (health: http://{addr}/healthz); Ctrl-C stops the box");
+    info!("listening on http://{addr} (the box's page: http://{addr}/, health: /healthz); Ctrl-C stops the box");
     // The internet reaches the box through its tunnel: there, only Twilio's (signed) routes exist.
     let tunnel_server = web::Server::new(web::finish(twilio_routes), shutdown.clone(), tracker.clone());
 
-    start_network(&config, &state, rest_for_setup.clone(), &public, tunnel_server, &shutdown, &tracker);
+    start_network(&config, &state, rest_for_setup.clone(), &public, tunnel_server.clone(), &shutdown, &tracker);
     tracker.spawn(callout.clone().run(shutdown.clone()));
     if let (Some(rest), Some(number)) = (rest_for_setup, config.twilio.phone_number.clone()) {
         let voicemail = config.device.data_dir.join("voicemail");
@@ -460,5 +460,5 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
             drop(store);
         })
     };
-    Ok(Running { addr, state, registry, store, speech, callout, appliance, shutdown, done })
+    Ok(Running { addr, state, registry, store, speech, callout, appliance, tunnel: tunnel_server, shutdown, done })
 }

@@ -175,7 +175,9 @@ pub async fn run_in_box(config: &Config, faults: Option<&str>) -> Report {
     }
     outcomes.push(match faults {
         None => Outcome::pass("devices", "the speaker, microphone and panel are open and working"),
-        Some(fault) => Outcome::fail("devices", fault.to_owned(), "see the hint in the fault; `voca check` on the box says more"),
+        Some(fault) => {
+            Outcome::fail("devices", fault.to_owned(), "see the hint in the fault; `voca check` on the box says more")
+        }
     });
     Report { outcomes }
 }

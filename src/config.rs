@@ -390,9 +390,7 @@ impl Config {
         let store = crate::settings::SettingsFile::new(&self.device.data_dir);
         let layered = store.read().and_then(|saved| match saved {
             None => Ok(None),
-            Some(table) => {
-                self.with_overrides(&table, &store.origin()).map(Some).map_err(|e| e.to_string())
-            }
+            Some(table) => self.with_overrides(&table, &store.origin()).map(Some).map_err(|e| e.to_string()),
         });
         match layered {
             Ok(Some(config)) => config,

@@ -41,7 +41,11 @@ pub struct Histogram {
 
 impl Histogram {
     pub const fn new() -> Self {
-        Self { buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len()], sum_micros: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Self {
+            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len()],
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 
     pub fn observe(&self, d: Duration) {

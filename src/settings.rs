@@ -120,7 +120,9 @@ impl SettingsFile {
 
     pub fn read(&self) -> Result<Option<Table>, String> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => toml::from_str(&text).map(Some).map_err(|e| format!("{} is not valid TOML: {}", self.path.display(), e.message())),
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{} is not valid TOML: {}", self.path.display(), e.message())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
         }
@@ -293,7 +295,8 @@ impl Settings {
             match value {
                 Json::Null => remove(&mut next, key.name),
                 value => {
-                    let value = json_to_toml(value).map_err(|message| SettingsError::Invalid { key: name.clone(), message })?;
+                    let value =
+                        json_to_toml(value).map_err(|message| SettingsError::Invalid { key: name.clone(), message })?;
                     insert(&mut next, key.name, value);
                 }
             }
@@ -311,8 +314,11 @@ impl Settings {
         let mut stored = self.stored();
         let config = current.with_overrides(&next, &self.file.origin())?;
         let (before, after) = (effective_table(&current), effective_table(&config));
-        let changed: Vec<String> =
-            KEYS.iter().filter(|k| lookup(&before, k.name) != lookup(&after, k.name)).map(|k| k.name.to_owned()).collect();
+        let changed: Vec<String> = KEYS
+            .iter()
+            .filter(|k| lookup(&before, k.name) != lookup(&after, k.name))
+            .map(|k| k.name.to_owned())
+            .collect();
         let restart = changed.iter().any(|name| find(name).is_some_and(|k| k.apply == Apply::Restart));
         if next != *stored {
             self.file.write(&next)?;
@@ -458,7 +464,9 @@ fn toml_to_json(value: &Value) -> Json {
         Value::Boolean(b) => Json::Bool(*b),
         Value::Datetime(d) => Json::String(d.to_string()),
         Value::Array(items) => Json::Array(items.iter().map(toml_to_json).collect()),
-        Value::Table(t) => Json::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect::<BTreeMap<_, _>>().into_iter().collect()),
+        Value::Table(t) => Json::Object(
+            t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect::<BTreeMap<_, _>>().into_iter().collect(),
+        ),
     }
 }
 

@@ -394,15 +394,16 @@ impl Store {
     pub async fn call_started(&self, sid: &str, direction: &str, from: &str, to: &str) -> Result<(), StoreError> {
         let told = sid.to_owned();
         let (sid, direction, from, to) = (sid.to_owned(), direction.to_owned(), from.to_owned(), to.to_owned());
-        let done = self.run(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO calls (call_sid, direction, from_number, to_number, created_at)
+        let done = self
+            .run(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO calls (call_sid, direction, from_number, to_number, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![sid, direction, from, to, now_ms()],
-            )
-        })
-        .await
-        .map(drop);
+                    params![sid, direction, from, to, now_ms()],
+                )
+            })
+            .await
+            .map(drop);
         self.changed(&told);
         done
     }
@@ -424,17 +425,18 @@ impl Store {
     pub async fn call_ended(&self, sid: &str, outcome: Outcome, reason: Option<&str>) -> Result<bool, StoreError> {
         let told = sid.to_owned();
         let (sid, reason) = (sid.to_owned(), reason.map(str::to_owned));
-        let ended = self.run(move |c| {
-            let now = now_ms();
-            c.execute(
-                "UPDATE calls SET outcome = ?2, reason = ?3, ended_at = ?4,
+        let ended = self
+            .run(move |c| {
+                let now = now_ms();
+                c.execute(
+                    "UPDATE calls SET outcome = ?2, reason = ?3, ended_at = ?4,
                    duration_ms = CASE WHEN answered_at IS NULL THEN 0 ELSE ?4 - answered_at END
                  WHERE call_sid = ?1 AND outcome IS NULL",
-                params![sid, outcome.as_str(), reason, now],
-            )
-        })
-        .await
-        .map(|n| n > 0);
+                    params![sid, outcome.as_str(), reason, now],
+                )
+            })
+            .await
+            .map(|n| n > 0);
         if matches!(ended, Ok(true)) {
             self.changed(&told);
         }
@@ -532,7 +534,9 @@ impl Store {
             .from_local_datetime(&first.and_hms_opt(0, 0, 0).expect("midnight exists"))
             .earliest()
             .map_or(0, |t| t.timestamp_millis());
-        let rows: Vec<(i64, String, Option<i64>, Option<i64>, bool)> = self
+        /// created_at, direction, answered_at, duration_ms, has a voicemail
+        type Row = (i64, String, Option<i64>, Option<i64>, bool);
+        let rows: Vec<Row> = self
             .run(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT created_at, direction, answered_at, duration_ms, voicemail IS NOT NULL

@@ -138,8 +138,14 @@ fn body_error(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let message = match rejection {
         JsonRejection::MissingJsonContentType(_) => "expected a JSON body with Content-Type: application/json".into(),
-        JsonRejection::JsonSyntaxError(e) => format!("the body is not valid JSON: {}", std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())),
-        JsonRejection::JsonDataError(e) => format!("the body does not fit: {}", std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())),
+        JsonRejection::JsonSyntaxError(e) => format!(
+            "the body is not valid JSON: {}",
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+        ),
+        JsonRejection::JsonDataError(e) => format!(
+            "the body does not fit: {}",
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+        ),
         other => other.body_text(),
     };
     ApiError::new(status, message)
@@ -150,7 +156,8 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Resu
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("the body does not fit: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("the body does not fit: {e}")))
 }
 
 type Answer<T> = Result<T, ApiError>;
@@ -261,9 +268,10 @@ struct Finish {
 async fn setup_finish(State(lan): State<Lan>, headers: HeaderMap, Body(body): Body<Finish>) -> Answer<Response> {
     auth::same_origin(&headers)?;
     let auth = lan.auth.clone();
-    let done = tokio::task::spawn_blocking(move || auth.finish_setup(&body.token, body.code.as_deref(), &body.password))
-        .await
-        .map_err(ApiError::internal)??;
+    let done =
+        tokio::task::spawn_blocking(move || auth.finish_setup(&body.token, body.code.as_deref(), &body.password))
+            .await
+            .map_err(ApiError::internal)??;
     Ok(opened(done))
 }
 
@@ -282,7 +290,8 @@ async fn login(
     auth::same_origin(&headers)?;
     let peer = peer.map_or_else(|| Peer("unknown".into()), |Extension(p)| p);
     let auth = lan.auth.clone();
-    let done = tokio::task::spawn_blocking(move || auth.login(&peer, &body.password)).await.map_err(ApiError::internal)??;
+    let done =
+        tokio::task::spawn_blocking(move || auth.login(&peer, &body.password)).await.map_err(ApiError::internal)??;
     Ok(opened(done))
 }
 
@@ -360,8 +369,12 @@ struct CallsQuery {
     limit: Option<usize>,
 }
 
-async fn calls(State(lan): State<Lan>, query: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>) -> Answer<Json<Value>> {
-    let Query(query) = query.map_err(|e| ApiError::bad("limit", format!("{}: expected ?limit=N (1 to {CALLS_MAX})", e.body_text())))?;
+async fn calls(
+    State(lan): State<Lan>,
+    query: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Answer<Json<Value>> {
+    let Query(query) = query
+        .map_err(|e| ApiError::bad("limit", format!("{}: expected ?limit=N (1 to {CALLS_MAX})", e.body_text())))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=CALLS_MAX).contains(&limit) {
         return Err(ApiError::bad("limit", format!("{limit} is out of range: expected 1 to {CALLS_MAX}")));
@@ -392,7 +405,10 @@ async fn call(State(lan): State<Lan>, Path(raw): Path<String>) -> Answer<Json<Va
         .collect();
     let mut body = call_json(&record, &config);
     body["turns"] = Value::Array(turns);
-    body["live"] = Value::Bool(record.outcome.is_none() && lan.status.registry.list(std::time::Instant::now()).iter().any(|c| c.call_sid == record.call_sid));
+    body["live"] = Value::Bool(
+        record.outcome.is_none()
+            && lan.status.registry.list(std::time::Instant::now()).iter().any(|c| c.call_sid == record.call_sid),
+    );
     Ok(Json(body))
 }
 
@@ -415,7 +431,8 @@ async fn heard(State(lan): State<Lan>, Path(raw): Path<String>) -> Answer<Status
 fn voicemail_file(lan: &Lan, record: &CallRecord) -> Answer<std::path::PathBuf> {
     let missing = || ApiError::not_found(format!("call {} left no message", record.call_sid));
     let path = std::path::PathBuf::from(record.voicemail.as_ref().ok_or_else(missing)?);
-    let inside = path.canonicalize().ok().zip(lan.voicemail_dir.canonicalize().ok()).is_some_and(|(f, d)| f.starts_with(d));
+    let inside =
+        path.canonicalize().ok().zip(lan.voicemail_dir.canonicalize().ok()).is_some_and(|(f, d)| f.starts_with(d));
     if inside {
         Ok(path)
     } else {
@@ -430,13 +447,26 @@ struct VoicemailQuery {
     download: bool,
 }
 
-async fn voicemail(State(lan): State<Lan>, Path(raw): Path<String>, Query(query): Query<VoicemailQuery>) -> Answer<Response> {
+async fn voicemail(
+    State(lan): State<Lan>,
+    Path(raw): Path<String>,
+    Query(query): Query<VoicemailQuery>,
+) -> Answer<Response> {
     let record = record(&lan, &raw).await?;
     let path = voicemail_file(&lan, &record)?;
-    let bytes = tokio::fs::read(&path).await.map_err(|e| ApiError::internal(format!("cannot read {}: {e}", path.display())))?;
-    let disposition = format!("{}; filename=\"voicemail-{}.wav\"", if query.download { "attachment" } else { "inline" }, record.call_sid);
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|e| ApiError::internal(format!("cannot read {}: {e}", path.display())))?;
+    let disposition = format!(
+        "{}; filename=\"voicemail-{}.wav\"",
+        if query.download { "attachment" } else { "inline" },
+        record.call_sid
+    );
     Ok((
-        [(header::CONTENT_TYPE, "audio/wav".to_owned()), (header::CONTENT_DISPOSITION, disposition), (header::CACHE_CONTROL, "private, max-age=3600".to_owned())],
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "private, max-age=3600".to_owned()),
+        ],
         bytes,
     )
         .into_response())
@@ -447,7 +477,9 @@ async fn delete_voicemail(State(lan): State<Lan>, Path(raw): Path<String>) -> An
     let path = voicemail_file(&lan, &record)?;
     // The file first: a row that names a missing file is shown as "no longer on the box"; a row
     // forgotten before its file would leave audio nobody can find.
-    tokio::fs::remove_file(&path).await.map_err(|e| ApiError::internal(format!("cannot remove {}: {e}", path.display())))?;
+    tokio::fs::remove_file(&path)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot remove {}: {e}", path.display())))?;
     lan.store.voicemail_removed(&record.call_sid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -525,7 +557,9 @@ fn place(list: &mut Vec<Value>, entry: Value, position: Option<usize>) -> Answer
     let at = match position {
         None => list.len(),
         Some(p) if (1..=list.len() + 1).contains(&p) => p - 1,
-        Some(p) => return Err(ApiError::bad("position", format!("{p} is out of range: expected 1 to {}", list.len() + 1))),
+        Some(p) => {
+            return Err(ApiError::bad("position", format!("{p} is out of range: expected 1 to {}", list.len() + 1)))
+        }
     };
     list.insert(at, entry);
     Ok(at)
@@ -544,10 +578,17 @@ async fn add_contact(State(lan): State<Lan>, Body(body): Body<ContactBody>) -> A
 }
 
 fn index(id: usize, len: usize) -> Answer<usize> {
-    (1..=len).contains(&id).then(|| id - 1).ok_or_else(|| ApiError::not_found(format!("no contact {id}: there are {len}")))
+    (1..=len)
+        .contains(&id)
+        .then(|| id - 1)
+        .ok_or_else(|| ApiError::not_found(format!("no contact {id}: there are {len}")))
 }
 
-async fn edit_contact(State(lan): State<Lan>, Path(id): Path<usize>, Body(body): Body<ContactBody>) -> Answer<Json<Value>> {
+async fn edit_contact(
+    State(lan): State<Lan>,
+    Path(id): Path<usize>,
+    Body(body): Body<ContactBody>,
+) -> Answer<Json<Value>> {
     let Value::Array(mut list) = contacts_value(&lan.settings.contacts()) else { unreachable!("an array") };
     let i = index(id, list.len())?;
     list.remove(i);
@@ -573,12 +614,19 @@ struct CallNow {
 }
 
 /// "Call now": the box calls the contact, and the call plays on its speaker (as the button does).
-async fn call_contact(State(lan): State<Lan>, Path(id): Path<usize>, body: axum::body::Bytes) -> Answer<(StatusCode, Json<Value>)> {
+async fn call_contact(
+    State(lan): State<Lan>,
+    Path(id): Path<usize>,
+    body: axum::body::Bytes,
+) -> Answer<(StatusCode, Json<Value>)> {
     let body: CallNow = optional_body(&body)?;
     let contacts = lan.settings.contacts();
     let contact = contacts[index(id, contacts.len())?].clone();
     if !lan.settings.live().get().twilio.has_credentials() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "Twilio is not set up: fill in the account SID, auth token and number in Settings"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Twilio is not set up: fill in the account SID, auth token and number in Settings",
+        ));
     }
     let emergency = body.emergency;
     let appliance = lan.appliance.clone();
@@ -638,7 +686,10 @@ async fn say(State(lan): State<Lan>, Body(body): Body<Say>) -> Answer<StatusCode
         return Err(ApiError::bad("text", format!("expected 1 to {SAY_MAX} characters to say")));
     }
     if !lan.appliance.can_speak() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "the box has no voice now (speech is off: calls.answer = \"tones\")"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the box has no voice now (speech is off: calls.answer = \"tones\")",
+        ));
     }
     let appliance = lan.appliance.clone();
     tokio::spawn(async move { appliance.say(&text).await });

@@ -169,8 +169,13 @@ pub fn store_password(data_dir: &Path, password: &str) -> Result<(), AuthError> 
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary).map_err(err)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(err)?;
         file.write_all(format!("{hash}\n").as_bytes()).map_err(err)?;
         file.sync_all().map_err(err)?;
     }
@@ -227,7 +232,8 @@ impl Auth {
                     list.pop_front();
                 }
             }
-            let blocked = [(mine.len() >= ATTEMPTS, mine.front()), (all_failures.len() >= ATTEMPTS_ALL, all_failures.front())];
+            let blocked =
+                [(mine.len() >= ATTEMPTS, mine.front()), (all_failures.len() >= ATTEMPTS_ALL, all_failures.front())];
             if let Some((_, Some(oldest))) = blocked.into_iter().find(|(over, _)| *over) {
                 let wait = ATTEMPT_WINDOW.saturating_sub(now.duration_since(*oldest));
                 return Err(AuthError::TooMany(wait.as_secs().max(1)));
@@ -265,10 +271,8 @@ impl Auth {
         let mut state = self.state();
         let current = self.password_hash(&mut state);
         let k = key(cookie);
-        let live = state
-            .sessions
-            .get(&k)
-            .is_some_and(|s| s.expires > Instant::now() && Some(&s.password) == current.as_ref());
+        let live =
+            state.sessions.get(&k).is_some_and(|s| s.expires > Instant::now() && Some(&s.password) == current.as_ref());
         if !live {
             state.sessions.remove(&k);
             return None;
@@ -428,8 +432,14 @@ mod tests {
         assert_eq!(auth.finish_setup(&started.token, None, "correct horse").unwrap_err(), AuthError::NotProven);
         assert_eq!(auth.finish_setup("forged", None, "correct horse").unwrap_err(), AuthError::NoChallenge);
         let wrong = if started.code == "000000" { "111111" } else { "000000" };
-        assert_eq!(auth.finish_setup(&started.token, Some(wrong), "correct horse").unwrap_err(), AuthError::WrongCode(4));
-        assert_eq!(auth.finish_setup(&started.token, Some(&started.code), "short").unwrap_err(), AuthError::WeakPassword);
+        assert_eq!(
+            auth.finish_setup(&started.token, Some(wrong), "correct horse").unwrap_err(),
+            AuthError::WrongCode(4)
+        );
+        assert_eq!(
+            auth.finish_setup(&started.token, Some(&started.code), "short").unwrap_err(),
+            AuthError::WeakPassword
+        );
         let opened = auth.finish_setup(&started.token, Some(&started.code), "correct horse").expect("set");
         assert_eq!(auth.session(&opened.cookie), Some(opened.csrf));
         assert!(auth.password_set());

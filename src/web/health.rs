@@ -60,24 +60,23 @@ async fn healthz(State(status): State<Status>) -> Json<Health> {
 
 impl Status {
     pub fn health(&self) -> Health {
-    let status = self;
-    let snapshot = status.state.snapshot();
-    Health {
-        status: "ok",
-        state: snapshot.state,
-        activity: snapshot.activity,
-        waiting: snapshot.waiting,
-        network: snapshot.network,
-        fault: snapshot.fault,
-        name: status.name.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: status.started.elapsed().as_secs(),
-        // loading (no call can be heard yet), warming (calls heard; the pool still warming), ready.
-        speech: status.speech.as_ref().map_or("off", |s| s.state().as_str()),
-        speech_download_percent: status.speech.as_ref().and_then(|s| s.download_percent()),
-        tts: status.voice.clone(),
-        calls: status.registry.list(Instant::now()),
-    }
+        let status = self;
+        let snapshot = status.state.snapshot();
+        Health {
+            status: "ok",
+            state: snapshot.state,
+            activity: snapshot.activity,
+            waiting: snapshot.waiting,
+            network: snapshot.network,
+            fault: snapshot.fault,
+            name: status.name.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: status.started.elapsed().as_secs(),
+            // loading (no call can be heard yet), warming (calls heard; the pool still warming), ready.
+            speech: status.speech.as_ref().map_or("off", |s| s.state().as_str()),
+            speech_download_percent: status.speech.as_ref().and_then(|s| s.download_percent()),
+            tts: status.voice.clone(),
+            calls: status.registry.list(Instant::now()),
+        }
     }
 }
-

@@ -31,6 +31,8 @@ pub async fn events(State(lan): State<Lan>) -> Sse<impl Stream<Item = Result<Eve
             return;
         }
         let mut tick = tokio::time::interval(TICK);
+        // Whether the last tick saw live calls: one more status once they are gone.
+        let mut had_calls = false;
         loop {
             let next = tokio::select! {
                 changed = bus.changed() => match changed {
@@ -49,7 +51,9 @@ pub async fn events(State(lan): State<Lan>) -> Sse<impl Stream<Item = Result<Eve
                 },
                 () = lan.shutdown.cancelled() => return,
                 _ = tick.tick() => {
-                    if lan.status.registry.is_empty() { continue }
+                    let has_calls = !lan.status.registry.is_empty();
+                    if !has_calls && !had_calls { continue }
+                    had_calls = has_calls;
                     send_status(&lan)
                 }
             };
@@ -69,7 +73,8 @@ pub async fn microphone(State(lan): State<Lan>) -> Sse<impl Stream<Item = Result
         let (mut sum, mut count) = (0f64, 0usize);
         while Instant::now() < until && !lan.shutdown.is_cancelled() {
             let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(2), frames.recv()).await else {
-                let _ = tx.send(Event::default().event("silent").data("{\"why\":\"no sound from the microphone\"}")).await;
+                let _ =
+                    tx.send(Event::default().event("silent").data("{\"why\":\"no sound from the microphone\"}")).await;
                 return;
             };
             sum += frame.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();

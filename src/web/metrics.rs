@@ -23,16 +23,25 @@ fn authorized(lan: &Lan, headers: &HeaderMap) -> bool {
         return true;
     }
     let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    sent.is_some_and(|s| s.len() == token.expose().len() && s.bytes().zip(token.expose().bytes()).fold(0, |a, (x, y)| a | (x ^ y)) == 0)
+    sent.is_some_and(|s| {
+        s.len() == token.expose().len() && s.bytes().zip(token.expose().bytes()).fold(0, |a, (x, y)| a | (x ^ y)) == 0
+    })
 }
 
 async fn metrics(State(lan): State<Lan>, headers: HeaderMap) -> Response {
     if !authorized(&lan, &headers) {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "expected Authorization: Bearer <web.metrics_token>\n").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "expected Authorization: Bearer <web.metrics_token>\n",
+        )
+            .into_response();
     }
     let calls = match lan.store.call_counts().await {
         Ok(calls) => calls,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("the call log does not answer: {e}\n")).into_response(),
+        Err(e) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("the call log does not answer: {e}\n")).into_response()
+        }
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&lan, &calls)).into_response()
 }
@@ -76,16 +85,34 @@ fn render(lan: &Lan, calls: &[(String, String, u64)]) -> String {
     let snapshot = lan.status.state.snapshot();
     out.family("voca_build_info", "gauge", "The box's software version.");
     out.sample("voca_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
-    out.one("voca_uptime_seconds", "gauge", "Seconds since the box's engine started.", lan.status.started.elapsed().as_secs());
+    out.one(
+        "voca_uptime_seconds",
+        "gauge",
+        "Seconds since the box's engine started.",
+        lan.status.started.elapsed().as_secs(),
+    );
 
-    out.family("voca_calls_total", "counter", "Calls in the call log by direction and outcome (in-progress while open).");
+    out.family(
+        "voca_calls_total",
+        "counter",
+        "Calls in the call log by direction and outcome (in-progress while open).",
+    );
     for (direction, outcome, n) in calls {
         out.sample("voca_calls_total", &[("direction", direction), ("outcome", outcome)], n);
     }
     out.one("voca_active_calls", "gauge", "Calls in progress now.", lan.status.registry.len());
     out.one("voca_messages_waiting", "gauge", "Missed calls and voicemails not yet heard.", snapshot.waiting);
-    out.histogram("voca_turn_latency_seconds", "From the caller's transcript to the first audio of the reply.", &m::TURN_LATENCY);
-    out.one("voca_barge_ins_total", "counter", "Replies cut because the caller spoke over them or pressed a key.", m::BARGE_INS.get());
+    out.histogram(
+        "voca_turn_latency_seconds",
+        "From the caller's transcript to the first audio of the reply.",
+        &m::TURN_LATENCY,
+    );
+    out.one(
+        "voca_barge_ins_total",
+        "counter",
+        "Replies cut because the caller spoke over them or pressed a key.",
+        m::BARGE_INS.get(),
+    );
 
     let audio = m::DECODED_AUDIO_MICROS.get() as f64 / 1e6;
     let busy = m::DECODING_MICROS.get() as f64 / 1e6;
@@ -97,21 +124,45 @@ fn render(lan: &Lan, calls: &[(String, String, u64)]) -> String {
         "Decoding time over audio time since the start (below 1: faster than real time).",
         if audio > 0.0 { busy / audio } else { 0.0 },
     );
-    out.histogram("voca_recognizer_lag_seconds", "How far recognition was behind the caller when a turn ended.", &m::RECOGNIZER_LAG);
+    out.histogram(
+        "voca_recognizer_lag_seconds",
+        "How far recognition was behind the caller when a turn ended.",
+        &m::RECOGNIZER_LAG,
+    );
 
     let model = lan.status.speech.as_ref().map_or("off", |s| s.state().as_str());
     out.family("voca_speech_model_state", "gauge", "The speech model's state (1 for the current one).");
     for state in ["off", "downloading", "loading", "warming", "ready", "failed"] {
         out.sample("voca_speech_model_state", &[("state", state)], u8::from(state == model));
     }
-    out.one("voca_tunnel_up", "gauge", "1 while the tunnel is up and Twilio can reach the box.", u8::from(snapshot.network.public_url.is_some()));
-    out.one("voca_tunnel_reconnects_total", "counter", "Tunnel sessions lost and opened again.", m::TUNNEL_RECONNECTS.get());
-    out.one("voca_twilio_api_reachable", "gauge", "1 when Twilio's API answered the last probe.", u8::from(snapshot.network.api_reachable));
+    out.one(
+        "voca_tunnel_up",
+        "gauge",
+        "1 while the tunnel is up and Twilio can reach the box.",
+        u8::from(snapshot.network.public_url.is_some()),
+    );
+    out.one(
+        "voca_tunnel_reconnects_total",
+        "counter",
+        "Tunnel sessions lost and opened again.",
+        m::TUNNEL_RECONNECTS.get(),
+    );
+    out.one(
+        "voca_twilio_api_reachable",
+        "gauge",
+        "1 when Twilio's API answered the last probe.",
+        u8::from(snapshot.network.api_reachable),
+    );
     out.family("voca_twilio_api_errors_total", "counter", "Twilio API requests that failed, by kind.");
     out.sample("voca_twilio_api_errors_total", &[("kind", "refused")], m::TWILIO_ERRORS_4XX.get());
     out.sample("voca_twilio_api_errors_total", &[("kind", "server")], m::TWILIO_ERRORS_5XX.get());
     out.sample("voca_twilio_api_errors_total", &[("kind", "transport")], m::TWILIO_ERRORS_TRANSPORT.get());
     out.one("voca_audio_device_faults_total", "counter", "Times an audio device went wrong.", m::AUDIO_FAULTS.get());
-    out.one("voca_fault", "gauge", "1 while something needs attention (see /healthz).", u8::from(snapshot.fault.is_some()));
+    out.one(
+        "voca_fault",
+        "gauge",
+        "1 while something needs attention (see /healthz).",
+        u8::from(snapshot.fault.is_some()),
+    );
     out.0
 }

@@ -1,11 +1,11 @@
 //! The box's web face on the LAN, and the server loop the tunnel shares:
-//! - [`server`]: the HTTP loop (limits, graceful shutdown, the peer of each request);
-//! - [`health`]: `/healthz`;
-//! - [`auth`]: password, sessions, CSRF, the first set-up with a button press;
-//! - [`api`]: the JSON API under `/api/` that the page itself uses;
-//! - [`live`]: Server-Sent Events from the state bus and the call log;
-//! - [`pages`]: the page and its assets, embedded in the binary;
-//! - [`metrics`]: `/metrics` in Prometheus' text format.
+//! - [`server`]; the HTTP loop (limits, graceful shutdown, the peer of each request);
+//! - [`health`]; `/healthz`;
+//! - [`auth`]; password, sessions, CSRF, the first set-up with a button press;
+//! - [`api`]; the JSON API under `/api/` that the page itself uses;
+//! - [`live`]; Server-Sent Events from the state bus and the call log;
+//! - [`pages`]; the page and its assets, embedded in the binary;
+//! - [`metrics`]; `/metrics` in Prometheus' text format.
 //!
 //! None of it is reachable through the tunnel: `app` gives the tunnel Twilio's routes alone.
 

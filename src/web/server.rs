@@ -63,12 +63,14 @@ impl Server {
         let (builder, shutdown) = (self.builder.clone(), self.shutdown.clone());
         let tagged = Peer(peer.clone());
         let router = self.router.clone();
-        let service = TowerToHyperService::new(tower::ServiceBuilder::new()
-            .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(tagged.clone());
-                request
-            })
-            .service(router));
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(tagged.clone());
+                    request
+                })
+                .service(router),
+        );
         self.tracker.spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(connection);

@@ -1,7 +1,9 @@
 //! Helpers for tests that run the real `voca` binary.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod debian;
+pub mod rig;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
