@@ -68,9 +68,33 @@ async fn through_tunnel(running: &voca::app::Running, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Reads server-sent events from `response` until one named `name` arrives; returns its data.
+async fn next_event(response: &mut reqwest::Response, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buffer = String::new();
+    loop {
+        if let Some(at) = buffer.find(&format!("event: {name}\ndata: ")) {
+            let rest = &buffer[at..];
+            if let Some(end) = rest.find("\n\n") {
+                let data = rest[..end].split_once("data: ").expect("data").1;
+                return serde_json::from_str(data).expect("json data");
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} event in: {buffer}"));
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("stream").expect("more")));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_guards_every_change_and_the_page_is_absent_through_the_tunnel() {
-    let rig = Rig::new(&[]).await;
+    // The microphone hears a 1 kHz tone at amplitude 8000: RMS -15.3 dBFS.
+    let tone: Vec<i16> = (0..16000 * 60)
+        .map(|n| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(n) / 16000.0).sin()) as i16)
+        .collect();
+    let rig = Rig::new(&tone).await;
     let running = voca::app::start(rig.config("[calls]\nanswer = \"tones\"\n")).await.expect("box starts");
     let anonymous = reqwest::Client::new();
     let status = anonymous.get(format!("{}/api/status", rig.base)).send().await.expect("status");
@@ -109,6 +133,22 @@ async fn the_api_guards_every_change_and_the_page_is_absent_through_the_tunnel()
     assert!(garbage.text().await.expect("text").contains("not valid JSON"));
     let names: Vec<String> = running.appliance.contacts().iter().map(|c| c.name.clone()).collect();
     assert_eq!(names, ["Alice", "Bob", "Carol"], "the box uses the new contact at once");
+
+    // The microphone test streams the level the box hears.
+    let mut level = http.get(format!("{}/api/microphone/level", rig.base)).send().await.expect("level");
+    assert_eq!(level.status(), StatusCode::OK);
+    let dbfs = next_event(&mut level, "level").await["dbfs"].as_f64().expect("dbfs");
+    assert!((dbfs + 15.3).abs() < 1.5, "the tone's level: {dbfs} dBFS");
+    drop(level);
+    let silent = http
+        .post(format!("{}/api/say", rig.base))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({ "text": "" }))
+        .send()
+        .await
+        .expect("say");
+    assert_eq!(silent.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(silent.json::<Value>().await.expect("json")["field"], "text");
 
     let put =
         |body: Value| http.put(format!("{}/api/settings", rig.base)).header("X-CSRF-Token", &csrf).json(&body).send();
@@ -287,6 +327,16 @@ async fn the_page_in_a_real_browser() {
     browser.screenshot(&shot("settings-desktop")).await;
     browser.click("#save-settings").await;
     browser.wait("saved", "return document.querySelector('#toast')?.textContent.startsWith('Saved')").await;
+    // Talk: the box says what was typed, on its speaker.
+    browser.goto(&format!("{}/#talk", rig.base)).await;
+    let before = rig.speaker().len();
+    browser.fill("#say-text", "안녕하세요").await;
+    browser.click("#say").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.speaker()[before.min(rig.speaker().len())..].iter().filter(|s| s.unsigned_abs() > 1000).count() < 1600 {
+        assert!(Instant::now() < deadline, "the box never spoke the text");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for page in ["home", "contacts", "talk"] {
         browser.goto(&format!("{}/#{page}", rig.base)).await;
         browser.wait(page, "return document.querySelector('main section.card h1, main section.card h2')").await;
@@ -310,4 +360,38 @@ async fn the_page_in_a_real_browser() {
     assert_eq!(kept, "voicemail", "kept across a restart");
     assert_eq!(again.state.snapshot().fault, None);
     again.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_not_disturb_from_the_page_sends_the_next_call_to_voicemail() {
+    let rig = Rig::new(&[]).await;
+    let running = voca::app::start(rig.config("[calls]\nanswer = \"assistant\"\n")).await.expect("box starts");
+    let (http, csrf) = set_up(&rig).await;
+    let saved = http
+        .put(format!("{}/api/settings", rig.base))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({ "calls.do_not_disturb": true }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(saved.status(), StatusCode::OK);
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(common::say("내일 다시 전화할게요", 8000));
+    audio.extend(vec![0i16; 8000 * 2]);
+    call.audio = audio;
+    let sid = call.call_sid.clone();
+    simulator::run(&call).await.expect("the call runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record: Value =
+            http.get(format!("{}/api/calls/{sid}", rig.base)).send().await.expect("get").json().await.expect("json");
+        if record["voicemail"] == json!(true) {
+            assert_eq!(record["waiting"], json!(true), "{record}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call left no voicemail: {record}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await.expect("stops");
 }
