@@ -217,8 +217,9 @@ fn responder_factory(
     })
 }
 
-/// Re-renders the greeting when its text changes from the LAN page.
-async fn follow_greeting(settings: Live, kit: SpeechKit, shutdown: CancellationToken) {
+/// Follows the LAN page's changes the assistant uses: the greeting (re-rendered) and the
+/// contacts' names.
+async fn follow_settings(settings: Live, kit: SpeechKit, shutdown: CancellationToken) {
     let mut watch = settings.watch();
     let mut text = watch.borrow_and_update().assistant.greeting.clone();
     loop {
@@ -226,7 +227,9 @@ async fn follow_greeting(settings: Live, kit: SpeechKit, shutdown: CancellationT
             changed = watch.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
         }
-        let now = watch.borrow_and_update().assistant.greeting.clone();
+        let config = watch.borrow_and_update().clone();
+        kit.assistant.set_contacts(config.contacts.iter().map(|c| c.name.clone()).collect());
+        let now = config.assistant.greeting.clone();
         if now != text {
             let spoken = if now.trim().is_empty() { kit.assistant.language.greeting.to_owned() } else { now.clone() };
             kit.prompts.greeting.set(Arc::new(kit.tts.prompt(&spoken).await));
@@ -394,7 +397,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
     );
     let voice = kit.as_ref().map(|k| k.tts.voice.clone());
     if let Some(kit) = kit.clone() {
-        tracker.spawn(follow_greeting(live.clone(), kit, shutdown.clone()));
+        tracker.spawn(follow_settings(live.clone(), kit, shutdown.clone()));
     }
     let responders = responder_factory(live.clone(), kit, appliance.clone(), greeting);
     let phone = PhoneState {

@@ -64,7 +64,9 @@ pub struct Assistant {
     pub greeting: String,
     fallback: String,
     intents: Vec<ConfiguredIntent>,
-    contacts: Vec<String>,
+    /// The contacts' names; they change from the LAN page while the box runs (see
+    /// [`Assistant::set_contacts`]).
+    contacts: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 /// Lower case, punctuation removed, spaces collapsed: how heard and configured phrases are compared.
@@ -103,8 +105,20 @@ impl Assistant {
                     reply: i.reply.clone(),
                 })
                 .collect(),
-            contacts: config.contacts.iter().map(|c| c.name.clone()).collect(),
+            contacts: std::sync::Arc::new(std::sync::RwLock::new(
+                config.contacts.iter().map(|c| c.name.clone()).collect(),
+            )),
         }
+    }
+
+    fn contacts(&self) -> Vec<String> {
+        self.contacts.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The contacts changed: "call NAME" understands the new names from now on. (Recognizers in
+    /// grammar mode learn them when the box's engine next starts: their grammar is fixed.)
+    pub fn set_contacts(&self, names: Vec<String>) {
+        *self.contacts.write().unwrap_or_else(std::sync::PoisonError::into_inner) = names;
     }
 
     /// Every phrase the offline assistant understands: a grammar for recognizers in grammar mode.
@@ -112,7 +126,7 @@ impl Assistant {
         let l = self.language;
         let mut phrases: Vec<String> = self.intents.iter().flat_map(|i| i.phrases.iter().cloned()).collect();
         phrases.extend(l.menu_phrases.iter().map(|p| normalize(p)));
-        for name in &self.contacts {
+        for name in &self.contacts() {
             phrases.extend(l.call_words.iter().map(|w| normalize(&format!("{w} {name}"))));
         }
         phrases.sort();
@@ -138,7 +152,7 @@ impl Assistant {
             return skill(l.voicemail_intro.into(), Action::Voicemail);
         }
         if any(&text, l.call_words) {
-            if let Some(name) = self.contacts.iter().find(|n| text.contains(&normalize(n))) {
+            if let Some(name) = self.contacts().iter().find(|n| text.contains(&normalize(n))) {
                 return skill(l.calling.replace("{name}", name), Action::Call(name.clone()));
             }
         }
@@ -239,6 +253,16 @@ mod tests {
         assert_eq!(answer("who is this"), Some((Source::Skill, Action::None)));
         assert_eq!(answer("the weather on mars"), None);
         assert!(a.understand("what time is it", &c).expect("time").text.starts_with("It is "));
+    }
+
+    #[test]
+    fn contacts_added_while_the_box_runs_are_called_by_name() {
+        let a = assistant("en");
+        let c = Conversation::default();
+        assert_eq!(a.understand("call carol", &c).map(|r| r.action), None);
+        a.clone().set_contacts(vec!["Alice".into(), "Carol".into()]);
+        assert_eq!(a.understand("call carol", &c).map(|r| r.action), Some(Action::Call("Carol".into())));
+        assert!(a.grammar().contains(&"call carol".to_owned()), "{:?}", a.grammar());
     }
 
     #[test]
