@@ -234,6 +234,14 @@ async fn the_page_in_a_real_browser() {
     // First set-up: the box asks for its button.
     browser.goto(&rig.base).await;
     browser.click("#setup-start").await;
+    // What the first load weighed and took (a figure for the notes, not asserted: machines differ).
+    let load = browser
+        .js("const n = performance.getEntriesByType('navigation')[0]; const r = performance.getEntriesByType('resource'); \
+             return { load_ms: n.loadEventEnd - n.startTime, bytes: n.transferSize + r.reduce((a, e) => a + e.transferSize, 0), \
+                      requests: 1 + r.length }")
+        .await;
+    std::fs::create_dir_all(shots()).expect("dir");
+    std::fs::write(shots().join("first-load.json"), load.to_string()).expect("write");
     browser
         .wait("the set-up asks for the button", "return document.querySelector('#setup-progress')?.textContent")
         .await;
