@@ -207,12 +207,16 @@ async fn guard(State(lan): State<Lan>, request: Request, next: Next) -> Response
     }
 }
 
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn with_cookie(mut response: Response, cookie: String) -> Response {
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(response)
 }
 
 fn opened(opened: auth::Opened) -> Response {
@@ -306,7 +310,7 @@ async fn logout(State(lan): State<Lan>, headers: HeaderMap) -> Answer<Response> 
 /// Whether this browser is logged in (and its CSRF token, for a page that was reloaded).
 async fn session(State(lan): State<Lan>, headers: HeaderMap) -> Answer<Response> {
     let csrf = auth::session_cookie(&headers).and_then(|c| lan.auth.session(&c)).ok_or(AuthError::NoSession)?;
-    Ok(with_cookie(Json(json!({ "csrf": csrf })).into_response(), String::new()))
+    Ok(no_store(Json(json!({ "csrf": csrf })).into_response()))
 }
 
 // ---- status ----
@@ -528,11 +532,22 @@ fn contacts_value(contacts: &[Contact]) -> Value {
     )
 }
 
+/// Validates and stores `changes` off the runtime (the settings file is synced to the card).
+async fn save(lan: &Lan, changes: Map<String, Value>) -> Result<crate::settings::Saved, SettingsError> {
+    let settings = lan.settings.clone();
+    match tokio::task::spawn_blocking(move || settings.update(&changes)).await {
+        Ok(saved) => saved,
+        Err(e) => {
+            Err(SettingsError::Write { path: "settings.toml".into(), source: std::io::Error::other(e.to_string()) })
+        }
+    }
+}
+
 /// Stores a new contact list; errors about `contacts[i].x` are told as about the field `x`.
-fn store_contacts(lan: &Lan, list: Value, edited: usize) -> Answer<()> {
+async fn store_contacts(lan: &Lan, list: Value, edited: usize) -> Answer<()> {
     let mut changes = Map::new();
     changes.insert("contacts".into(), list);
-    lan.settings.update(&changes).map(drop).map_err(|e| {
+    save(lan, changes).await.map(drop).map_err(|e| {
         let mut error = ApiError::from(e);
         if let Some(field) = &error.field {
             let prefix = format!("contacts[{edited}].");
@@ -572,7 +587,7 @@ fn entry(body: &ContactBody) -> Value {
 async fn add_contact(State(lan): State<Lan>, Body(body): Body<ContactBody>) -> Answer<(StatusCode, Json<Value>)> {
     let Value::Array(mut list) = contacts_value(&lan.settings.contacts()) else { unreachable!("an array") };
     let at = place(&mut list, entry(&body), body.position)?;
-    store_contacts(&lan, Value::Array(list), at)?;
+    store_contacts(&lan, Value::Array(list), at).await?;
     let contact = lan.settings.contacts().get(at).map(|c| contact_json(at + 1, c));
     Ok((StatusCode::CREATED, Json(contact.unwrap_or(Value::Null))))
 }
@@ -593,7 +608,7 @@ async fn edit_contact(
     let i = index(id, list.len())?;
     list.remove(i);
     let at = place(&mut list, entry(&body), body.position.or(Some(i + 1)))?;
-    store_contacts(&lan, Value::Array(list), at)?;
+    store_contacts(&lan, Value::Array(list), at).await?;
     let contact = lan.settings.contacts().get(at).map(|c| contact_json(at + 1, c));
     Ok(Json(contact.unwrap_or(Value::Null)))
 }
@@ -602,7 +617,7 @@ async fn delete_contact(State(lan): State<Lan>, Path(id): Path<usize>) -> Answer
     let Value::Array(mut list) = contacts_value(&lan.settings.contacts()) else { unreachable!("an array") };
     let i = index(id, list.len())?;
     list.remove(i);
-    store_contacts(&lan, Value::Array(list), i)?;
+    store_contacts(&lan, Value::Array(list), i).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -650,8 +665,7 @@ async fn settings(State(lan): State<Lan>) -> Json<Value> {
 }
 
 async fn change_settings(State(lan): State<Lan>, Body(changes): Body<Map<String, Value>>) -> Answer<Json<Value>> {
-    let settings = lan.settings.clone();
-    let saved = tokio::task::spawn_blocking(move || settings.update(&changes)).await.map_err(ApiError::internal)??;
+    let saved = save(&lan, changes).await?;
     Ok(Json(json!({ "changed": saved.changed, "restart": saved.restart, "fields": lan.settings.fields() })))
 }
 
