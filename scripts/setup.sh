@@ -204,6 +204,8 @@ case "${1:-}" in
     # validate /metrics with promtool (from Debian's prometheus package).
     command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver
     command -v promtool >/dev/null || apt_install prometheus
+    # The Home Assistant tests start Debian's MQTT broker as a plain process on a loopback port.
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
     ;;
   deb-tools)
     # cargo-deb makes the packages; dpkg-dev computes their library dependencies (dpkg-shlibdeps).

@@ -97,6 +97,8 @@ pub struct Running {
     pub appliance: Appliance,
     /// What the tunnel's connections are served by (Twilio's routes alone), for tests to reach.
     pub tunnel: web::Server,
+    /// The LAN page's settings (what Home Assistant and the page change).
+    pub settings: Settings,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -424,6 +426,16 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         speech: speech.clone(),
         voice,
     };
+    tracker.spawn(crate::home::run(
+        crate::home::Parts {
+            settings: settings.clone(),
+            bus: state.clone(),
+            store: store.clone(),
+            registry: registry.clone(),
+            appliance: appliance.clone(),
+        },
+        shutdown.clone(),
+    ));
     let lan = web::Lan {
         status,
         settings: settings.clone(),
@@ -463,5 +475,17 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
             drop(store);
         })
     };
-    Ok(Running { addr, state, registry, store, speech, callout, appliance, tunnel: tunnel_server, shutdown, done })
+    Ok(Running {
+        addr,
+        state,
+        registry,
+        store,
+        speech,
+        callout,
+        appliance,
+        tunnel: tunnel_server,
+        settings,
+        shutdown,
+        done,
+    })
 }

@@ -322,12 +322,7 @@ impl Appliance {
                     }
                 });
             }
-            (ButtonRole::Call, Press::Long) => {
-                let chain = tokio::spawn(async move { this.emergency_chain().await });
-                if let Some(previous) = self.local().chain.replace(chain) {
-                    previous.abort();
-                }
-            }
+            (ButtonRole::Call, Press::Long) => self.call_for_help(),
             (ButtonRole::Call, Press::Double) => {
                 tokio::spawn(async move { this.play_messages().await });
             }
@@ -466,6 +461,31 @@ impl Appliance {
         self.inner.speaker.stop_playing();
         let _ = answer.send(());
         true
+    }
+
+    /// Starts the emergency chain (what a long press of the call button does); a chain already
+    /// running is replaced.
+    pub fn call_for_help(&self) {
+        let this = self.clone();
+        let chain = tokio::spawn(async move { this.emergency_chain().await });
+        if let Some(previous) = self.local().chain.replace(chain) {
+            previous.abort();
+        }
+    }
+
+    /// Hangs up the call on the box (or cancels the call-out being placed); with none, every call
+    /// in progress (an assistant call, say). Returns whether there was one.
+    pub fn hang_up(&self) -> bool {
+        if self.hang_up_current() {
+            return true;
+        }
+        let calls = self.inner.registry.list(Instant::now());
+        for call in &calls {
+            if let Ok(sid) = CallSid::parse(&call.call_sid) {
+                self.inner.registry.hang_up(&sid);
+            }
+        }
+        !calls.is_empty()
     }
 
     /// Hangs up the call on the box, or cancels the call-out being placed.

@@ -44,6 +44,7 @@ pub struct Config {
     pub speech: SpeechConfig,
     pub assistant: AssistantConfig,
     pub llm: LlmConfig,
+    pub mqtt: MqttConfig,
     pub contacts: Vec<Contact>,
     /// Where the configuration came from, for messages (`built-in defaults` or the file's path).
     #[serde(skip)]
@@ -286,6 +287,47 @@ pub struct LlmConfig {
     pub system_prompt: String,
 }
 
+/// Home Assistant over MQTT discovery; off while `url` is unset.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttConfig {
+    #[serde(deserialize_with = "types::optional_broker_url")]
+    pub url: Option<url::Url>,
+    pub username: String,
+    pub password: Secret,
+    pub discovery_prefix: String,
+    /// Empty: `voca/<device.name as a slug>`.
+    pub base_topic: String,
+}
+
+impl Config {
+    /// This box's MQTT topics' root.
+    pub fn mqtt_base_topic(&self) -> String {
+        if self.mqtt.base_topic.trim().is_empty() {
+            format!("voca/{}", slug(&self.device.name))
+        } else {
+            self.mqtt.base_topic.trim().trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+/// Lower-case letters, digits and `_` (MQTT topic levels, Home Assistant ids).
+pub fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    let out = out.trim_end_matches('_').to_owned();
+    if out.is_empty() {
+        "box".into()
+    } else {
+        out
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Intent {
     pub phrases: Vec<String>,
@@ -469,6 +511,19 @@ impl Config {
                 "device.sample_rate".into(),
                 format!("{} Hz is out of range: expected 8000 to 48000", self.device.sample_rate),
             ));
+        }
+        for (key, topic) in
+            [("mqtt.discovery_prefix", &self.mqtt.discovery_prefix), ("mqtt.base_topic", &self.mqtt.base_topic)]
+        {
+            let bad = topic.contains(['+', '#', '\0'])
+                || topic.starts_with('/')
+                || (key == "mqtt.discovery_prefix" && topic.trim().is_empty());
+            if bad {
+                return Err(invalid(
+                    key.into(),
+                    format!("\"{topic}\" is not a usable topic: expected levels like \"homeassistant\" or \"home/voca\", without + or # and not starting with /"),
+                ));
+            }
         }
         let mut names = BTreeMap::new();
         let mut buttons = BTreeMap::new();

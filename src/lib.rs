@@ -18,6 +18,9 @@
 //!   thread, prompts per language.
 //! - [`audio`]: G.711, resampling, pacing, VAD, WAV files, ALSA devices.
 //! - [`check`]: `voca check`, the doctor-style self-test.
+//! - [`settings`]: what the LAN page changes, layered over the config file; [`web`]: the LAN page,
+//!   its API, events and metrics; [`home`]: Home Assistant over MQTT discovery; [`metrics`]: the
+//!   counters behind `/metrics`.
 //!
 //! Data flow of one answered call:
 //! ```text
@@ -36,6 +39,7 @@ pub mod check;
 pub mod commands;
 pub mod config;
 pub mod events;
+pub mod home;
 pub mod metrics;
 pub mod panel;
 pub mod service;

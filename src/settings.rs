@@ -67,6 +67,11 @@ pub const KEYS: &[Key] = &[
     key("speech.download", Apply::Restart, false),
     key("speech.tts", Apply::Restart, false),
     key("speech.voice", Apply::Restart, false),
+    key("mqtt.url", Apply::Restart, false),
+    key("mqtt.username", Apply::Restart, false),
+    key("mqtt.password", Apply::Restart, true),
+    key("mqtt.discovery_prefix", Apply::Restart, false),
+    key("mqtt.base_topic", Apply::Restart, false),
     key("contacts", Apply::Live, false),
 ];
 
@@ -371,6 +376,11 @@ fn effective_table(config: &Config) -> Table {
         ("speech.download", Value::Boolean(c.speech.download)),
         ("speech.tts", lower(&c.speech.tts)),
         ("speech.voice", s(&c.speech.voice)),
+        ("mqtt.url", opt(c.mqtt.url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()))),
+        ("mqtt.username", s(&c.mqtt.username)),
+        ("mqtt.password", s(c.mqtt.password.expose())),
+        ("mqtt.discovery_prefix", s(&c.mqtt.discovery_prefix)),
+        ("mqtt.base_topic", s(&c.mqtt.base_topic)),
         (
             "contacts",
             Value::Array(

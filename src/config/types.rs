@@ -225,6 +225,30 @@ pub(crate) fn optional_base_url<'de, D: Deserializer<'de>>(d: D) -> Result<Optio
     parse_base_url(&text).map(Some).map_err(de::Error::custom)
 }
 
+/// `mqtt://host[:port]` or `mqtts://host[:port]` (TLS, rustls with the system's roots).
+pub(crate) fn optional_broker_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<url::Url>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let expected = "expected a broker URL like \"mqtt://homeassistant.local:1883\" or \"mqtts://broker.example:8883\"";
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| de::Error::custom(format!("invalid URL \"{text}\" ({e}): {expected}")))?;
+    let fine = matches!(url.scheme(), "mqtt" | "mqtts")
+        && url.host().is_some()
+        && matches!(url.path(), "" | "/")
+        && url.query().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if fine {
+        Ok(Some(url))
+    } else {
+        Err(de::Error::custom(format!(
+            "invalid broker URL \"{text}\": {expected}, credentials in mqtt.username and mqtt.password"
+        )))
+    }
+}
+
 fn parse_base_url(text: &str) -> Result<url::Url, String> {
     let expected = "expected an http:// or https:// base URL like \"https://box.example.com\"";
     let url = url::Url::parse(text.trim()).map_err(|e| format!("invalid URL \"{text}\" ({e}): {expected}"))?;

@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `voca` binary.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod browser;
 pub mod debian;
 pub mod rig;

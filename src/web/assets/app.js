@@ -421,6 +421,7 @@ const GROUPS = [
   ["Tunnel", ["tunnel.provider", "tunnel.authtoken", "tunnel.domain", "twilio.public_url"]],
   ["Calls", ["calls.answer", "calls.do_not_disturb", "calls.unanswered", "calls.ring_timeout", "assistant.greeting", "calls.allow", "calls.block", "calls.rate_limit_per_hour"]],
   ["Speech", ["speech.language", "speech.tts", "speech.voice", "speech.model", "speech.download"]],
+  ["Home Assistant (MQTT)", ["mqtt.url", "mqtt.username", "mqtt.password", "mqtt.discovery_prefix", "mqtt.base_topic"]],
   ["Box", ["device.name"]],
 ];
 const LABELS = {
@@ -430,6 +431,8 @@ const LABELS = {
   "assistant.greeting": "Greeting (empty: the language's default)", "calls.allow": "Only these numbers get through (one per line; empty: everyone)", "calls.block": "Blocked numbers (one per line)",
   "calls.rate_limit_per_hour": "Calls per caller per hour (0: no limit)", "speech.language": "Language", "speech.tts": "Voice engine", "speech.voice": "Voice",
   "speech.model": "Speech model", "speech.download": "Download the model if missing", "device.name": "Box name",
+  "mqtt.url": "Broker (mqtt://host:1883 or mqtts://…; empty: off)", "mqtt.username": "Username", "mqtt.password": "Password",
+  "mqtt.discovery_prefix": "Discovery prefix", "mqtt.base_topic": "This box's topics (empty: voca/<box name>)",
 };
 const CHOICES = {
   "calls.answer": ["assistant", "ring", "intercom", "voicemail", "tones"], "calls.unanswered": ["voicemail", "assistant"],

@@ -1,0 +1,398 @@
+//! The box in Home Assistant, over MQTT discovery: one device with sensors, buttons, a switch, a
+//! select, a notify entity and call events ([`discovery`]); commands from the box's own command
+//! topics ([`command`]); availability through a last will.
+//!
+//! One task drives the connection (rumqttc's event loop, never interrupted mid-read) and hands what
+//! arrives to the link's task. Nothing else waits on either: states and events are queued without
+//! waiting (`try_publish`) and dropped while the broker is away (every state is published again,
+//! retained, after each reconnect). It reconnects with jittered backoff, and announces itself
+//! again when Home Assistant's status topic says `online`.
+
+pub mod command;
+pub mod discovery;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, Transport};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::appliance::Appliance;
+use crate::call::registry::Registry;
+use crate::config::{mask_phone, Config};
+use crate::events::{Activity, DeviceState, StateBus};
+use crate::settings::Settings;
+use crate::store::{Store, Written};
+use command::Command;
+use discovery::Topics;
+
+/// How often states are looked at even without a change notice (live calls come and go).
+const REFRESH: Duration = Duration::from_millis(500);
+/// Queued messages while the broker is slow, before new ones are dropped.
+const QUEUE: usize = 256;
+
+/// What the Home Assistant link works with.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub settings: Settings,
+    pub bus: StateBus,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub appliance: Appliance,
+}
+
+/// Connects to `mqtt.url` (if set) and serves Home Assistant until `shutdown`.
+pub async fn run(parts: Parts, shutdown: CancellationToken) {
+    let config = parts.settings.live().get();
+    let Some(url) = config.mqtt.url.clone() else { return };
+    let topics = Topics::new(&config);
+    let options = match options(&config, &url, &topics) {
+        Ok(options) => options,
+        Err(e) => {
+            warn!("Home Assistant: {e}");
+            parts.bus.set_fault_of("mqtt", Some(format!("Home Assistant: {e}")));
+            return;
+        }
+    };
+    info!(broker = %url, base = %topics.base, "Home Assistant: connecting over MQTT");
+    let (client, events) = AsyncClient::new(options, QUEUE);
+    Link { parts, topics, client, published: BTreeMap::new(), announced: BTreeSet::new(), told: VecDeque::new() }
+        .serve(events, shutdown)
+        .await;
+}
+
+fn options(config: &Config, url: &url::Url, topics: &Topics) -> Result<MqttOptions, String> {
+    let host = url.host_str().ok_or("the broker URL has no host")?;
+    let tls = url.scheme() == "mqtts";
+    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+    let mut options = MqttOptions::new(format!("{}-{}", topics.node, std::process::id()), host, port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(64 * 1024, 64 * 1024);
+    options.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
+    if !config.mqtt.username.is_empty() {
+        options.set_credentials(config.mqtt.username.clone(), config.mqtt.password.expose().to_owned());
+    }
+    if tls {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            return Err("no trusted certificates on this system for mqtts:// (install ca-certificates)".into());
+        }
+        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        options.set_transport(Transport::tls_with_config(tls.into()));
+    }
+    Ok(options)
+}
+
+struct Link {
+    parts: Parts,
+    topics: Topics,
+    client: AsyncClient,
+    /// What each state topic was last given (cleared on reconnect: everything is sent again).
+    published: BTreeMap<String, String>,
+    /// The contact buttons announced, to remove those of contacts that are gone.
+    announced: BTreeSet<String>,
+    /// Events already told (call SID, kind), so a row changing twice tells once.
+    told: VecDeque<(String, &'static str)>,
+}
+
+/// What the connection's task hands over.
+enum Arrived {
+    Connected,
+    Message(rumqttc::Publish),
+    Lost(String),
+    /// The disconnect asked for at shutdown went out.
+    Closed,
+}
+
+/// Drives rumqttc's event loop (which must not be interrupted mid-read) and hands over what
+/// arrives; after a failure it pauses (jittered, doubling to a minute) before the next attempt.
+async fn drive(mut events: EventLoop, to_link: tokio::sync::mpsc::Sender<Arrived>) {
+    let mut backoff = crate::tunnel::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let arrived = match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                Arrived::Connected
+            }
+            Ok(Event::Incoming(Packet::Publish(message))) => Arrived::Message(message),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Arrived::Closed,
+            Ok(_) => continue,
+            Err(e) => {
+                if to_link.send(Arrived::Lost(e.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff.pause()).await;
+                continue;
+            }
+        };
+        if to_link.send(arrived).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Link {
+    async fn serve(mut self, events: EventLoop, shutdown: CancellationToken) {
+        let mut bus = self.parts.bus.watch();
+        let mut settings = self.parts.settings.live().watch();
+        let mut feed = self.parts.store.feed();
+        let mut refresh = tokio::time::interval(REFRESH);
+        let (to_link, mut arrivals) = tokio::sync::mpsc::channel(QUEUE);
+        let driver = tokio::spawn(drive(events, to_link));
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                arrived = arrivals.recv() => match arrived {
+                    Some(Arrived::Connected) => {
+                        info!("Home Assistant: connected to the broker");
+                        connected = true;
+                        self.parts.bus.set_fault_of("mqtt", None);
+                        self.on_connect().await;
+                    }
+                    Some(Arrived::Message(message)) => self.on_message(&message.topic, &message.payload).await,
+                    Some(Arrived::Lost(e)) => {
+                        if connected {
+                            warn!("Home Assistant: the broker connection ended ({e}): reconnecting");
+                        } else {
+                            debug!("Home Assistant: cannot reach the broker: {e}");
+                        }
+                        connected = false;
+                        self.published.clear();
+                    }
+                    Some(Arrived::Closed) | None => {}
+                },
+                changed = bus.changed() => if changed.is_ok() { self.publish_states().await },
+                changed = settings.changed() => if changed.is_ok() {
+                    settings.borrow_and_update();
+                    self.announce();
+                    self.publish_states().await;
+                },
+                written = feed.recv() => match written {
+                    Ok(Written::Call { call_sid }) => {
+                        self.tell_events(&call_sid).await;
+                        self.publish_states().await;
+                    }
+                    Ok(Written::Turn { .. }) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.publish_states().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = refresh.tick() => if connected { self.publish_states().await },
+                () = shutdown.cancelled() => {
+                    if connected {
+                        self.goodbye(&mut arrivals).await;
+                    }
+                    driver.abort();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&self, topic: String, payload: impl Into<Vec<u8>>, retain: bool) {
+        if let Err(e) = self.client.try_publish(topic.clone(), QoS::AtLeastOnce, retain, payload.into()) {
+            debug!(%topic, "Home Assistant: not sent ({e})");
+        }
+    }
+
+    async fn on_connect(&mut self) {
+        for topic in [self.topics.commands(), self.topics.ha_status(), self.topics.button_configs()] {
+            if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                warn!(%topic, "Home Assistant: cannot subscribe ({e})");
+            }
+        }
+        self.announced.clear();
+        self.announce();
+        self.send(self.topics.availability(), "online", true);
+        self.published.clear();
+        self.publish_states().await;
+    }
+
+    /// Discovery configs (retained); contact buttons no longer wanted are removed.
+    fn announce(&mut self) {
+        let config = self.parts.settings.live().get();
+        let configs = discovery::configs(&config, &self.topics);
+        let contacts: BTreeSet<String> = config.contacts.iter().map(|c| discovery::contact_object(&c.name)).collect();
+        for gone in self.announced.difference(&contacts) {
+            self.send(self.topics.config("button", gone), Vec::new(), true);
+        }
+        for (topic, payload) in configs {
+            self.send(topic, payload.to_string(), true);
+        }
+        self.announced = contacts;
+    }
+
+    async fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        if topic == self.topics.ha_status() {
+            if payload == b"online" {
+                info!("Home Assistant came online: announcing the box again");
+                self.announce();
+                self.published.clear();
+                self.publish_states().await;
+            }
+            return;
+        }
+        if let Some(object) = topic.strip_prefix(&format!("{}/button/{}/", self.topics.prefix, self.topics.node)) {
+            // A retained config of ours: a contact button whose contact is gone goes too.
+            let object = object.trim_end_matches("/config");
+            let wanted = !object.starts_with("call_") || object == "call_for_help" || self.announced.contains(object);
+            if !wanted && !payload.is_empty() {
+                info!(entity = object, "Home Assistant: removing the button of a removed contact");
+                self.send(topic.to_owned(), Vec::new(), true);
+            }
+            return;
+        }
+        let Some(entity) = topic.strip_prefix(&format!("{}/command/", self.topics.base)) else { return };
+        match command::parse(entity, payload) {
+            Ok(command) => self.obey(command).await,
+            Err(e) => warn!("Home Assistant command refused, nothing done: {e}"),
+        }
+    }
+
+    async fn obey(&mut self, command: Command) {
+        info!(?command, "Home Assistant command");
+        let appliance = self.parts.appliance.clone();
+        match command {
+            Command::Call(object) => {
+                let contact = appliance.contacts().into_iter().find(|c| discovery::contact_object(&c.name) == object);
+                match contact {
+                    Some(contact) => {
+                        tokio::spawn(async move {
+                            appliance.call_contact(&contact, false).await;
+                        });
+                    }
+                    None => warn!("Home Assistant command refused, nothing done: no contact for `{object}`"),
+                }
+            }
+            Command::CallForHelp => appliance.call_for_help(),
+            Command::HangUp => {
+                appliance.hang_up();
+            }
+            Command::PlayMessages => {
+                tokio::spawn(async move { appliance.play_messages().await });
+            }
+            Command::Say(text) => {
+                tokio::spawn(async move { appliance.say(&text).await });
+            }
+            Command::DoNotDisturb(on) => self.change("calls.do_not_disturb", json!(on)).await,
+            Command::AnswerMode(mode) => self.change("calls.answer", json!(mode)).await,
+        }
+    }
+
+    /// Changes a setting as the LAN page would (stored, shown there too).
+    async fn change(&mut self, key: &str, value: Value) {
+        let settings = self.parts.settings.clone();
+        let mut changes = serde_json::Map::new();
+        changes.insert(key.to_owned(), value);
+        match tokio::task::spawn_blocking(move || settings.update(&changes)).await {
+            Ok(Ok(_)) => self.publish_states().await,
+            Ok(Err(e)) => warn!("Home Assistant command refused: {e}"),
+            Err(e) => warn!("Home Assistant command failed: {e}"),
+        }
+    }
+
+    /// Publishes the states that changed since they were last sent (retained).
+    async fn publish_states(&mut self) {
+        for (entity, payload) in self.states().await {
+            let topic = self.topics.state(entity);
+            if self.published.get(&topic) != Some(&payload) {
+                self.send(topic.clone(), payload.clone(), true);
+                self.published.insert(topic, payload);
+            }
+        }
+    }
+
+    async fn states(&self) -> Vec<(&'static str, String)> {
+        let config = self.parts.settings.live().get();
+        let snapshot = self.parts.bus.snapshot();
+        let live_calls = !self.parts.registry.is_empty();
+        let on = |b: bool| if b { "ON" } else { "OFF" }.to_owned();
+        let state = if snapshot.fault.is_some() {
+            "fault"
+        } else if matches!(snapshot.state, DeviceState::Offline | DeviceState::Starting | DeviceState::Stopping) {
+            "offline"
+        } else if snapshot.activity == Activity::Ringing {
+            "ringing"
+        } else if live_calls || snapshot.activity == Activity::InCall {
+            "in call"
+        } else {
+            "idle"
+        };
+        let mut out = vec![
+            ("state", state.to_owned()),
+            ("messages_waiting", snapshot.waiting.to_string()),
+            ("in_call", on(live_calls || snapshot.activity == Activity::InCall)),
+            ("reachable", on(snapshot.state == DeviceState::Ready && snapshot.network.api_reachable)),
+            ("fault", on(snapshot.fault.is_some())),
+            ("fault_detail", json!({ "fault": snapshot.fault }).to_string()),
+            ("do_not_disturb", on(config.calls.do_not_disturb)),
+            ("answer_mode", format!("{:?}", config.calls.answer).to_lowercase()),
+        ];
+        if let Ok(calls) = self.parts.store.recent_calls(50).await {
+            let last = calls.iter().find(|c| !c.direction.starts_with("outbound"));
+            let caller = last.map_or_else(String::new, |c| caller_name(&config, &c.from_number));
+            out.push(("last_caller", caller));
+        }
+        if let Ok(days) = self.parts.store.usage(1).await {
+            let today = days.first().map_or(0, |d| d.answered + d.missed + d.voicemail + d.outgoing);
+            out.push(("calls_today", today.to_string()));
+        }
+        out
+    }
+
+    /// Tells Home Assistant's event entity what just happened to call `sid`.
+    async fn tell_events(&mut self, sid: &str) {
+        let Ok(Some(call)) = self.parts.store.call(sid).await else { return };
+        if call.direction.starts_with("outbound") {
+            return;
+        }
+        let config = self.parts.settings.live().get();
+        let mut kinds = vec!["incoming_call"];
+        if call.voicemail.is_some() {
+            kinds.push("new_voicemail");
+        } else if call.outcome.is_some() && call.answered_at.is_none() {
+            kinds.push("missed_call");
+        }
+        for kind in kinds {
+            if self.told.iter().any(|(s, k)| s == sid && *k == kind) {
+                continue;
+            }
+            self.told.push_back((sid.to_owned(), kind));
+            if self.told.len() > 512 {
+                self.told.pop_front();
+            }
+            let payload = json!({
+                "event_type": kind,
+                "caller": caller_name(&config, &call.from_number),
+                "call_sid": sid,
+            });
+            self.send(self.topics.event(), payload.to_string(), false);
+        }
+    }
+
+    /// Offline (retained) before a clean stop: the last will covers the other ways to go.
+    async fn goodbye(&self, arrivals: &mut tokio::sync::mpsc::Receiver<Arrived>) {
+        self.send(self.topics.availability(), "offline", true);
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(arrived) = arrivals.recv().await {
+                if matches!(arrived, Arrived::Closed | Arrived::Lost(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// A caller as Home Assistant shows it: the contact's name, else the number masked.
+fn caller_name(config: &Config, number: &str) -> String {
+    config.contacts.iter().find(|c| c.number.as_str() == number).map_or_else(|| mask_phone(number), |c| c.name.clone())
+}

@@ -1,0 +1,214 @@
+//! The box in Home Assistant: a real MQTT broker (mosquitto) and a test client playing Home
+//! Assistant, against the real box (file-backed ALSA, Twilio's API played by Prism).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::broker::{Broker, HomeAssistant};
+use common::rig::{wait_ready, Rig};
+use common::AUTH_TOKEN;
+use serde_json::Value;
+use voca::twilio::simulator::{self, SimCall};
+
+const BASE: &str = "voca/voca_box";
+const PREFIX: &str = "homeassistant";
+
+fn config_topic(component: &str, object: &str) -> String {
+    format!("{PREFIX}/{component}/voca_voca_box/{object}/config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_sees_the_box_and_drives_it() {
+    let broker = Broker::start();
+    let ha = HomeAssistant::connect(broker.port).await;
+    let rig = Rig::new(&[]).await;
+    let running =
+        voca::app::start(rig.config(&format!("[calls]\nanswer = \"assistant\"\n[mqtt]\nurl = \"{}\"\n", broker.url())))
+            .await
+            .expect("box starts");
+    wait_ready(&running).await;
+
+    // Discovery: retained configs with the keys Home Assistant requires, one device.
+    let required: &[(&str, &str, &[&str])] = &[
+        ("sensor", "state", &["state_topic"]),
+        ("sensor", "messages_waiting", &["state_topic"]),
+        ("sensor", "last_caller", &["state_topic"]),
+        ("sensor", "calls_today", &["state_topic"]),
+        ("binary_sensor", "in_call", &["state_topic"]),
+        ("binary_sensor", "reachable", &["state_topic"]),
+        ("binary_sensor", "fault", &["state_topic"]),
+        ("button", "call_alice", &["command_topic"]),
+        ("button", "call_bob", &["command_topic"]),
+        ("button", "call_for_help", &["command_topic"]),
+        ("button", "hang_up", &["command_topic"]),
+        ("button", "play_messages", &["command_topic"]),
+        ("switch", "do_not_disturb", &["command_topic", "state_topic"]),
+        ("select", "answer_mode", &["command_topic", "options"]),
+        ("notify", "say", &["command_topic"]),
+        ("event", "call", &["state_topic", "event_types"]),
+    ];
+    for (component, object, keys) in required {
+        let topic = config_topic(component, object);
+        let m = ha.wait_for(&topic, |m| m.topic == topic).await;
+        let config: Value = serde_json::from_str(&m.payload).expect("JSON config");
+        for key in keys.iter().chain(&["unique_id", "availability_topic", "device", "name"]) {
+            assert!(config.get(*key).is_some(), "{topic} lacks {key}: {config}");
+        }
+        assert_eq!(config["device"]["identifiers"][0], "voca_voca_box");
+        assert_eq!(config["availability_topic"], format!("{BASE}/availability"));
+    }
+    ha.wait_state(&format!("{BASE}/availability"), "online").await;
+    ha.wait_state(&format!("{BASE}/state/reachable"), "ON").await;
+    ha.wait_state(&format!("{BASE}/state/in_call"), "OFF").await;
+
+    // A late Home Assistant gets everything retained.
+    let late = HomeAssistant::connect(broker.port).await;
+    let m = late.wait_for("retained availability", |m| m.topic == format!("{BASE}/availability")).await;
+    assert!(m.retain && m.payload == "online");
+    late.wait_for("retained config", |m| m.topic == config_topic("switch", "do_not_disturb") && m.retain).await;
+
+    // "Call Alice": a call Twilio's spec accepts.
+    ha.send(&format!("{BASE}/command/call_alice"), "PRESS").await;
+    let placed = rig
+        .wait_for_request(|s| {
+            s.method == "POST" && s.path.ends_with("/Calls.json") && s.body.contains("%2B15557654321")
+        })
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.answer);
+
+    // A bad payload: logged, nothing done, the box fine.
+    ha.send(&format!("{BASE}/command/answer_mode"), "sing").await;
+    ha.send(&format!("{BASE}/command/do_not_disturb"), "maybe").await;
+    ha.send(&format!("{BASE}/command/reboot"), "PRESS").await;
+    ha.send(&format!("{BASE}/command/say"), "").await;
+    // Do-not-disturb on: the state follows, and the next call goes to voicemail.
+    ha.send(&format!("{BASE}/command/do_not_disturb"), "ON").await;
+    ha.wait_state(&format!("{BASE}/state/do_not_disturb"), "ON").await;
+    let config = running.appliance.contacts();
+    assert_eq!(config.len(), 2, "nothing else changed");
+    ha.wait_state(&format!("{BASE}/state/answer_mode"), "assistant").await;
+
+    ha.clear();
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.from = "+15557654321".into();
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(common::say("내일 다시 전화할게요", 8000));
+    audio.extend(vec![0i16; 8000 * 2]);
+    call.audio = audio;
+    let sid = call.call_sid.clone();
+    let caller = tokio::spawn(async move { simulator::run(&call).await });
+    let event = ha
+        .wait_for("the incoming-call event", |m| {
+            m.topic == format!("{BASE}/event") && m.payload.contains("incoming_call")
+        })
+        .await;
+    let event: Value = serde_json::from_str(&event.payload).expect("json");
+    assert_eq!(
+        (event["caller"].as_str(), event["call_sid"].as_str()),
+        (Some("Alice"), Some(sid.as_str())),
+        "a contact by name"
+    );
+    ha.wait_state(&format!("{BASE}/state/in_call"), "ON").await;
+    caller.await.expect("caller").expect("the call runs");
+    ha.wait_state(&format!("{BASE}/state/in_call"), "OFF").await;
+    ha.wait_for("the new-voicemail event", |m| {
+        m.topic == format!("{BASE}/event") && m.payload.contains("new_voicemail")
+    })
+    .await;
+    ha.wait_state(&format!("{BASE}/state/messages_waiting"), "1").await;
+    ha.wait_state(&format!("{BASE}/state/last_caller"), "Alice").await;
+
+    // "Say": speech in the speaker's file-backed PCM.
+    let before = rig.speaker().len();
+    ha.send(&format!("{BASE}/command/say"), "안녕하세요").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.speaker()[before.min(rig.speaker().len())..].iter().filter(|s| s.unsigned_abs() > 1000).count() < 1600 {
+        assert!(Instant::now() < deadline, "the box never said it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A contact removed on the page: its button leaves Home Assistant.
+    let mut changes = serde_json::Map::new();
+    changes.insert("contacts".into(), serde_json::json!([{ "name": "Alice", "number": "+15557654321", "button": 1 }]));
+    running_settings(&running).update(&changes).expect("saved");
+    let bob = config_topic("button", "call_bob");
+    ha.wait_for("Bob's button removed", |m| m.topic == bob && m.payload.is_empty()).await;
+    running.stop().await.expect("stops");
+    ha.wait_state(&format!("{BASE}/availability"), "offline").await;
+    let late = HomeAssistant::connect(broker.port).await;
+    let kept = late.wait_for("offline, retained", |m| m.topic == format!("{BASE}/availability")).await;
+    assert!(kept.retain && kept.payload == "offline", "{kept:?}");
+}
+
+fn running_settings(running: &voca::app::Running) -> voca::settings::Settings {
+    running.settings.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_box_goes_offline_and_a_restarted_broker_is_told_everything_again() {
+    let mut broker = Broker::start();
+    let ha = HomeAssistant::connect(broker.port).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::debian::free_port();
+    std::fs::write(
+        dir.path().join("voca.toml"),
+        format!(
+            "[device]\ncapture = \"null\"\nplayback = \"null\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[calls]\nanswer = \"tones\"\n[mqtt]\nurl = \"{}\"\n",
+            broker.url()
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("box.log");
+    let start = || {
+        let stderr = std::fs::File::options().create(true).append(true).open(&log).expect("log");
+        common::voca(dir.path())
+            .args(["--config", "voca.toml", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("voca runs")
+    };
+    let availability = format!("{BASE}/availability");
+    let mut child = start();
+    ha.wait_state(&availability, "online").await;
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    ha.wait_state(&availability, "offline").await;
+    let late = HomeAssistant::connect(broker.port).await;
+    late.wait_state(&availability, "offline").await;
+    drop(late);
+
+    let mut child = start();
+    ha.wait_state(&availability, "online").await;
+    // The broker restarts with nothing retained: the box reconnects and tells it all again.
+    broker.restart();
+    let fresh = HomeAssistant::connect(broker.port).await;
+    fresh.wait_state(&availability, "online").await;
+    fresh.wait_for("the configs again", |m| m.topic == config_topic("select", "answer_mode")).await;
+    fresh.wait_for("the states again", |m| m.topic == format!("{BASE}/state/calls_today")).await;
+    let check = HomeAssistant::connect(broker.port).await;
+    check.wait_for("the configs retained", |m| m.topic == config_topic("select", "answer_mode") && m.retain).await;
+    check.wait_for("the states retained", |m| m.topic == format!("{BASE}/state/state") && m.retain).await;
+    // Home Assistant restarting asks for everything again through its status topic.
+    fresh.clear();
+    fresh.send(&format!("{PREFIX}/status"), "online").await;
+    fresh.wait_for("announced again", |m| m.topic == config_topic("sensor", "state")).await;
+    // A bad payload on a command topic: logged with what was expected, nothing changed.
+    fresh.send(&format!("{BASE}/command/answer_mode"), "sing").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("`answer_mode`: expected one of assistant, ring")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal was not logged: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fresh.last(&format!("{BASE}/state/answer_mode")).as_deref(), Some("tones"), "nothing changed");
+    assert!(common::debian::healthz(port).is_some(), "the box is fine");
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().expect("stops");
+}
