@@ -96,7 +96,8 @@ pub fn configs(config: &Config, topics: &Topics) -> Vec<(String, Value)> {
         let mut payload = json!({
             "name": name,
             "unique_id": format!("{}_{object}", topics.node),
-            "object_id": format!("{}_{object}", topics.node),
+            // Entity ids read `event.voca_box_call` (the box's name, then the entity).
+            "object_id": format!("{}_{object}", slug(&config.device.name)),
             "availability_topic": topics.availability(),
             "device": device,
         });

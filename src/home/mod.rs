@@ -148,6 +148,8 @@ impl Link {
         let (to_link, mut arrivals) = tokio::sync::mpsc::channel(QUEUE);
         let driver = tokio::spawn(drive(events, to_link));
         let mut connected = false;
+        // The first failure to reach the broker is worth a warning; the retries after it are not.
+        let mut warned = false;
         loop {
             tokio::select! {
                 arrived = arrivals.recv() => match arrived {
@@ -161,6 +163,9 @@ impl Link {
                     Some(Arrived::Lost(e)) => {
                         if connected {
                             warn!("Home Assistant: the broker connection ended ({e}): reconnecting");
+                        } else if !warned {
+                            warn!("Home Assistant: cannot reach the broker ({e}): retrying in the background");
+                            warned = true;
                         } else {
                             debug!("Home Assistant: cannot reach the broker: {e}");
                         }
