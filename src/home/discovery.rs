@@ -96,8 +96,9 @@ pub fn configs(config: &Config, topics: &Topics) -> Vec<(String, Value)> {
         let mut payload = json!({
             "name": name,
             "unique_id": format!("{}_{object}", topics.node),
-            // Entity ids read `event.voca_box_call` (the box's name, then the entity).
-            "object_id": format!("{}_{object}", slug(&config.device.name)),
+            // Entity ids read `event.voca_box_call` (the box's name, then the entity);
+            // `default_entity_id` replaced `object_id` in Home Assistant 2025.10.
+            "default_entity_id": format!("{component}.{}_{object}", slug(&config.device.name)),
             "availability_topic": topics.availability(),
             "device": device,
         });
@@ -235,6 +236,8 @@ mod tests {
             for key in keys.iter().chain(&["unique_id", "availability_topic", "device"]) {
                 assert!(payload.get(*key).is_some(), "{topic} lacks {key}: {payload}");
             }
+            let entity_id = payload["default_entity_id"].as_str().expect("default_entity_id");
+            assert!(entity_id.starts_with(&format!("{component}.voca_box_")), "{entity_id}");
         }
         let topic = topics.config("button", "call_grandma_rose");
         assert!(configs.iter().any(|(t, _)| *t == topic), "a button per contact");
