@@ -333,6 +333,8 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
     if let Some(e) = &config.settings_error {
         state.set_fault_of("settings", Some(format!("the settings saved from the page are not applied: {e}")));
     }
+    crate::clock::begin().await;
+    tracker.spawn(crate::clock::follow_steps(store.clone(), shutdown.clone()));
     let registry = Arc::new(Registry::live(live.clone()));
     let greeting = greeting(&config)?;
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };

@@ -153,6 +153,8 @@ impl CallOut {
 
     async fn place_due(&self) {
         loop {
+            // A step of the wall clock moves deadlines first: it never expires a call-out by itself.
+            crate::clock::settle(&self.inner.store).await;
             let row = match self.inner.store.claim_due_callout(now_ms()).await {
                 Ok(Some(row)) => row,
                 Ok(None) => return,

@@ -36,6 +36,7 @@ pub mod audio;
 pub mod call;
 pub mod callout;
 pub mod check;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod events;

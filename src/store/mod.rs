@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -201,10 +200,7 @@ pub struct Day {
     pub minutes: u32,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -508,6 +504,33 @@ impl Store {
             .await?;
         self.changed(&told);
         Ok(removed)
+    }
+
+    /// The wall clock stepped by `jump` ms: the times recorded in `[since, before)` (this run, by
+    /// the old clock) move with it, and so do the deadlines and next tries of call-outs still to
+    /// be placed that were asked for before it. Returns how many rows moved.
+    pub async fn clock_stepped(&self, jump: i64, since: i64, before: i64) -> Result<usize, StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut moved = tx.execute(
+                "UPDATE calls SET created_at = created_at + ?1,
+                   answered_at = CASE WHEN answered_at < ?3 THEN answered_at + ?1 ELSE answered_at END,
+                   ended_at = CASE WHEN ended_at < ?3 THEN ended_at + ?1 ELSE ended_at END
+                 WHERE created_at >= ?2 AND created_at < ?3",
+                params![jump, since, before],
+            )?;
+            moved +=
+                tx.execute("UPDATE turns SET at = at + ?1 WHERE at >= ?2 AND at < ?3", params![jump, since, before])?;
+            moved += tx.execute(
+                "UPDATE callouts SET deadline = deadline + ?1, next_try = next_try + ?1,
+                   created_at = CASE WHEN created_at >= ?2 THEN created_at + ?1 ELSE created_at END
+                 WHERE state IN ('pending', 'placing') AND created_at < ?3",
+                params![jump, since, before],
+            )?;
+            tx.commit()?;
+            Ok(moved)
+        })
+        .await
     }
 
     /// Calls ever logged, by direction (`inbound`/`outbound`) and outcome (`in-progress` while
