@@ -523,13 +523,12 @@ fn contact_json(id: usize, c: &Contact) -> Value {
     json!({ "id": id, "name": c.name, "number": c.number.as_str(), "button": c.button, "emergency": c.emergency })
 }
 
-fn contacts_value(contacts: &[Contact]) -> Value {
-    Value::Array(
-        contacts
-            .iter()
-            .map(|c| json!({ "name": c.name, "number": c.number.as_str(), "button": c.button, "emergency": c.emergency }))
-            .collect(),
-    )
+/// The contacts as the settings layer stores them.
+fn contacts_list(contacts: &[Contact]) -> Vec<Value> {
+    contacts
+        .iter()
+        .map(|c| json!({ "name": c.name, "number": c.number.as_str(), "button": c.button, "emergency": c.emergency }))
+        .collect()
 }
 
 /// Validates and stores `changes` off the runtime (the settings file is synced to the card).
@@ -585,7 +584,7 @@ fn entry(body: &ContactBody) -> Value {
 }
 
 async fn add_contact(State(lan): State<Lan>, Body(body): Body<ContactBody>) -> Answer<(StatusCode, Json<Value>)> {
-    let Value::Array(mut list) = contacts_value(&lan.settings.contacts()) else { unreachable!("an array") };
+    let mut list = contacts_list(&lan.settings.contacts());
     let at = place(&mut list, entry(&body), body.position)?;
     store_contacts(&lan, Value::Array(list), at).await?;
     let contact = lan.settings.contacts().get(at).map(|c| contact_json(at + 1, c));
@@ -604,7 +603,7 @@ async fn edit_contact(
     Path(id): Path<usize>,
     Body(body): Body<ContactBody>,
 ) -> Answer<Json<Value>> {
-    let Value::Array(mut list) = contacts_value(&lan.settings.contacts()) else { unreachable!("an array") };
+    let mut list = contacts_list(&lan.settings.contacts());
     let i = index(id, list.len())?;
     list.remove(i);
     let at = place(&mut list, entry(&body), body.position.or(Some(i + 1)))?;
@@ -614,7 +613,7 @@ async fn edit_contact(
 }
 
 async fn delete_contact(State(lan): State<Lan>, Path(id): Path<usize>) -> Answer<StatusCode> {
-    let Value::Array(mut list) = contacts_value(&lan.settings.contacts()) else { unreachable!("an array") };
+    let mut list = contacts_list(&lan.settings.contacts());
     let i = index(id, list.len())?;
     list.remove(i);
     store_contacts(&lan, Value::Array(list), i).await?;
