@@ -372,4 +372,75 @@ mod tests {
             assert!((i32::from(pair[0]) - i32::from(pair[1])).abs() < 40000, "{pair:?}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Splits `input` at the given cut points (taken modulo its length).
+        fn pieces(input: &[i16], cuts: &[usize]) -> Vec<Vec<i16>> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            at.sort_unstable();
+            let mut out = Vec::new();
+            let mut start = 0;
+            for cut in at.into_iter().chain([input.len()]) {
+                out.push(input[start..cut].to_vec());
+                start = cut;
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Audio pushed in any pieces comes out exactly as if pushed in one.
+            #[test]
+            fn the_converter_does_not_care_how_audio_is_cut(
+                input in proptest::collection::vec(any::<i16>(), 0..3000),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+                rates in proptest::sample::select(vec![(8000, 16000), (16000, 8000), (22050, 16000), (48000, 16000), (16000, 44100)]),
+            ) {
+                let (from, to) = rates;
+                let mut whole = Converter::new(from, to);
+                let mut expected = whole.push(&input);
+                expected.extend(whole.finish());
+                let mut cut = Converter::new(from, to);
+                let mut got = Vec::new();
+                for piece in pieces(&input, &cuts) {
+                    got.extend(cut.push(&piece));
+                }
+                got.extend(cut.finish());
+                prop_assert_eq!(got.len() as u64, input.len() as u64 * u64::from(to) / u64::from(from));
+                prop_assert_eq!(got, expected);
+            }
+
+            /// The phone path's 8 <-> 16 kHz filters keep their state across frames of any size.
+            #[test]
+            fn the_phone_filters_do_not_care_how_audio_is_cut(
+                input in proptest::collection::vec(any::<i16>(), 0..2000),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut up_whole = Upsampler::default();
+                let mut expected_up = vec![0i16; 2 * input.len()];
+                up_whole.process(&input, &mut expected_up);
+                let mut down_whole = Downsampler::default();
+                let mut expected_down = vec![0i16; input.len() / 2 + 1];
+                let n = down_whole.process(&input, &mut expected_down);
+                expected_down.truncate(n);
+
+                let (mut up, mut down) = (Upsampler::default(), Downsampler::default());
+                let (mut got_up, mut got_down): (Vec<i16>, Vec<i16>) = (Vec::new(), Vec::new());
+                for piece in pieces(&input, &cuts) {
+                    let mut out = vec![0i16; 2 * piece.len()];
+                    up.process(&piece, &mut out);
+                    got_up.extend(out);
+                    let mut out = vec![0i16; piece.len() / 2 + 1];
+                    let n = down.process(&piece, &mut out);
+                    got_down.extend(&out[..n]);
+                }
+                prop_assert_eq!(got_up, expected_up);
+                prop_assert_eq!(got_down, expected_down);
+            }
+        }
+    }
 }

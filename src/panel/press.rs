@@ -115,4 +115,35 @@ mod tests {
         d.edge(true, ms(t0, 200));
         assert_eq!(d.edge(false, ms(t0, 1200)), [Press::Up, Press::Short, Press::Long]);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// However a person presses (levels repeated by bounces, any timing), every press ends
+            /// as exactly one Short or Long, or half of a Double; Down and Up always pair.
+            #[test]
+            fn every_press_is_told_once(edges in proptest::collection::vec((any::<bool>(), 0u64..1500), 0..40)) {
+                let mut detector = Detector::new(Timing::default());
+                let start = Instant::now();
+                let mut t = start;
+                let mut presses = Vec::new();
+                for (level, gap) in edges {
+                    t += Duration::from_millis(gap);
+                    presses.extend(detector.tick(t));
+                    presses.extend(detector.edge(level, t));
+                }
+                t += Duration::from_millis(10);
+                presses.extend(detector.edge(false, t));
+                presses.extend(detector.tick(t + Duration::from_secs(10)));
+                let count = |p: Press| presses.iter().filter(|x| **x == p).count();
+                prop_assert_eq!(count(Press::Down), count(Press::Up));
+                prop_assert_eq!(count(Press::Short) + count(Press::Long) + 2 * count(Press::Double), count(Press::Up), "{:?}", presses);
+                prop_assert!(detector.deadline().is_none(), "nothing left pending");
+            }
+        }
+    }
 }
