@@ -56,7 +56,7 @@ function showError(form, error) {
   else form.append(message);
 }
 
-const when = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+const when = (ms) => (ms ? new Date(ms).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "");
 const seconds = (s) => `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 const who = (call) => call.contact || call.remote;
 
@@ -291,7 +291,7 @@ async function calls() {
   const detail = el("section", { class: "card", id: "call-detail", hidden: true });
   const view = [
     el("section", { class: "card chart" }, el("h2", { text: "Last 30 days" }), chart(usage.days)),
-    el("section", { class: "card" }, el("h2", { text: "Call log" }), el("div", { id: "call-table" })),
+    el("section", { class: "card" }, el("h2", { text: "Call log" }), el("div", { id: "call-table", class: "scroll" })),
     detail,
   ];
   setTimeout(() => renderCalls(log.calls));
@@ -361,7 +361,7 @@ function chart(days) {
   const total = days.reduce((a, d) => ({ calls: a.calls + kinds.reduce((s, k) => s + d[k], 0), minutes: a.minutes + d.minutes }), { calls: 0, minutes: 0 });
   return el("div", {}, root,
     el("div", { class: "legend" }, ...kinds.map((k) => el("span", {}, el("i", { class: k }), k)), el("span", { text: "— minutes" })),
-    el("p", { class: "small muted", text: `${total.calls} calls, ${total.minutes} minutes on the phone` }));
+    el("p", { class: "small muted", text: `${total.calls} call${total.calls === 1 ? "" : "s"}, ${total.minutes} minute${total.minutes === 1 ? "" : "s"} on the phone` }));
 }
 
 // ---- Contacts ----
@@ -466,6 +466,9 @@ async function settings() {
   } });
   for (const [title, keys] of GROUPS) {
     const group = el("fieldset", {}, el("legend", { text: title }));
+    if (keys.some((k) => byKey[k].apply === "restart" && !byKey[k].locked)) {
+      group.append(el("p", { class: "small muted", text: "Saving a change here restarts the box's engine briefly (after any call in progress)." }));
+    }
     for (const key of keys) group.append(fieldInput(byKey[key]));
     if (title === "Twilio") group.append(el("button", { type: "button", id: "test-twilio", onclick: () => testTwilio(form, byKey) }, "Test"), el("div", { id: "twilio-result" }));
     form.append(group);
@@ -496,7 +499,6 @@ function fieldInput(f) {
   const wrap = el(input.type === "checkbox" ? "label" : "label", { class: input.type === "checkbox" ? "check" : "" });
   if (input.type === "checkbox") wrap.append(input, label); else wrap.append(label, input);
   if (f.locked) wrap.append(el("span", { class: "locked", text: `🔒 ${f.locked}` }));
-  if (f.apply === "restart" && !f.locked) wrap.append(el("span", { class: "small muted", text: "applies after a short restart of the box's engine" }));
   return wrap;
 }
 
