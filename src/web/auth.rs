@@ -179,6 +179,12 @@ pub fn store_password(data_dir: &Path, password: &str) -> Result<(), AuthError> 
         file.write_all(format!("{hash}\n").as_bytes()).map_err(err)?;
         file.sync_all().map_err(err)?;
     }
+    // Run as root on a box (`sudo voca web-password`), the file must still be the service's to
+    // read: it takes the data folder's owner.
+    if let Ok(folder) = std::fs::metadata(data_dir) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::chown(&temporary, Some(folder.uid()), Some(folder.gid()));
+    }
     std::fs::rename(&temporary, &path).map_err(err)
 }
 
