@@ -429,6 +429,24 @@ async fn the_installed_service_runs_under_systemd_restarts_when_killed_or_hung_a
     let sid = voca::twilio::simulator::run(&call).await.expect("the call").call_sid;
     booted.wait_until("the call is logged", |b| call_log(b.root.path(), &sid).1 == 1);
 
+    // `sudo voca web-password` on the box: the service (user voca) can use what root wrote.
+    let mut set = booted.command(&["voca", "web-password"]);
+    set.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = set.spawn().expect("voca web-password");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(b"correct horse battery\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("voca web-password");
+    assert!(out.status.success(), "voca web-password: {}{}", text(&out).0, text(&out).1);
+    let login = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/login"))
+        .json(&serde_json::json!({ "password": "correct horse battery" }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200, "the box reads the password root set: {}", login.text().await.unwrap_or_default());
+
     // kill -9: systemd starts it again, and the call log is intact.
     let pid = booted.show("MainPID");
     booted.run(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "voca.service"]);
