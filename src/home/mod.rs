@@ -31,6 +31,9 @@ use discovery::Topics;
 
 /// How often states are looked at even without a change notice (live calls come and go).
 const REFRESH: Duration = Duration::from_millis(500);
+/// How often the figures read from the call log are read again without a change in it (calls
+/// today starts over at midnight).
+const LOG_REFRESH: Duration = Duration::from_secs(60);
 /// Queued messages while the broker is slow, before new ones are dropped.
 const QUEUE: usize = 256;
 
@@ -59,9 +62,17 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) {
     };
     info!(broker = %url, base = %topics.base, "Home Assistant: connecting over MQTT");
     let (client, events) = AsyncClient::new(options, QUEUE);
-    Link { parts, topics, client, published: BTreeMap::new(), announced: BTreeSet::new(), told: VecDeque::new() }
-        .serve(events, shutdown)
-        .await;
+    Link {
+        parts,
+        topics,
+        client,
+        published: BTreeMap::new(),
+        announced: BTreeSet::new(),
+        told: VecDeque::new(),
+        from_log: Vec::new(),
+    }
+    .serve(events, shutdown)
+    .await;
 }
 
 fn options(config: &Config, url: &url::Url, topics: &Topics) -> Result<MqttOptions, String> {
@@ -101,6 +112,9 @@ struct Link {
     announced: BTreeSet<String>,
     /// Events already told (call SID, kind), so a row changing twice tells once.
     told: VecDeque<(String, &'static str)>,
+    /// The states read from the call log (last caller, calls today): read again when the log
+    /// changes or `LOG_REFRESH` passes, not at every look at the live state.
+    from_log: Vec<(&'static str, String)>,
 }
 
 /// What the connection's task hands over.
@@ -145,6 +159,7 @@ impl Link {
         let mut settings = self.parts.settings.live().watch();
         let mut feed = self.parts.store.feed();
         let mut refresh = tokio::time::interval(REFRESH);
+        let mut log_refresh = tokio::time::interval(LOG_REFRESH);
         let (to_link, mut arrivals) = tokio::sync::mpsc::channel(QUEUE);
         let driver = tokio::spawn(drive(events, to_link));
         let mut connected = false;
@@ -174,22 +189,30 @@ impl Link {
                     }
                     Some(Arrived::Closed) | None => {}
                 },
-                changed = bus.changed() => if changed.is_ok() { self.publish_states().await },
+                changed = bus.changed() => if changed.is_ok() { self.publish_states() },
                 changed = settings.changed() => if changed.is_ok() {
                     settings.borrow_and_update();
                     self.announce();
-                    self.publish_states().await;
+                    self.publish_states();
                 },
                 written = feed.recv() => match written {
                     Ok(Written::Call { call_sid }) => {
                         self.tell_events(&call_sid).await;
-                        self.publish_states().await;
+                        self.read_log().await;
+                        self.publish_states();
                     }
                     Ok(Written::Turn { .. }) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.publish_states().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.read_log().await;
+                        self.publish_states();
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                _ = refresh.tick() => if connected { self.publish_states().await },
+                _ = refresh.tick() => if connected { self.publish_states() },
+                _ = log_refresh.tick() => {
+                    self.read_log().await;
+                    if connected { self.publish_states() }
+                },
                 () = shutdown.cancelled() => {
                     if connected {
                         self.goodbye(&mut arrivals).await;
@@ -217,7 +240,8 @@ impl Link {
         self.announce();
         self.send(self.topics.availability(), "online", true);
         self.published.clear();
-        self.publish_states().await;
+        self.read_log().await;
+        self.publish_states();
     }
 
     /// Discovery configs (retained); contact buttons no longer wanted are removed.
@@ -240,7 +264,7 @@ impl Link {
                 info!("Home Assistant came online: announcing the box again");
                 self.announce();
                 self.published.clear();
-                self.publish_states().await;
+                self.publish_states();
             }
             return;
         }
@@ -297,15 +321,15 @@ impl Link {
         let mut changes = serde_json::Map::new();
         changes.insert(key.to_owned(), value);
         match tokio::task::spawn_blocking(move || settings.update(&changes)).await {
-            Ok(Ok(_)) => self.publish_states().await,
+            Ok(Ok(_)) => self.publish_states(),
             Ok(Err(e)) => warn!("Home Assistant command refused: {e}"),
             Err(e) => warn!("Home Assistant command failed: {e}"),
         }
     }
 
     /// Publishes the states that changed since they were last sent (retained).
-    async fn publish_states(&mut self) {
-        for (entity, payload) in self.states().await {
+    fn publish_states(&mut self) {
+        for (entity, payload) in self.states() {
             let topic = self.topics.state(entity);
             if self.published.get(&topic) != Some(&payload) {
                 self.send(topic.clone(), payload.clone(), true);
@@ -314,7 +338,7 @@ impl Link {
         }
     }
 
-    async fn states(&self) -> Vec<(&'static str, String)> {
+    fn states(&self) -> Vec<(&'static str, String)> {
         let config = self.parts.settings.live().get();
         let snapshot = self.parts.bus.snapshot();
         let live_calls = !self.parts.registry.is_empty();
@@ -330,7 +354,8 @@ impl Link {
         } else {
             "idle"
         };
-        let mut out = vec![
+        let mut out = self.from_log.clone();
+        out.extend([
             ("state", state.to_owned()),
             ("messages_waiting", snapshot.waiting.to_string()),
             ("in_call", on(live_calls || snapshot.activity == Activity::InCall)),
@@ -339,17 +364,23 @@ impl Link {
             ("fault_detail", json!({ "fault": snapshot.fault }).to_string()),
             ("do_not_disturb", on(config.calls.do_not_disturb)),
             ("answer_mode", format!("{:?}", config.calls.answer).to_lowercase()),
-        ];
+        ]);
+        out
+    }
+
+    /// Reads the states that come from the call log: the last caller and the calls today.
+    async fn read_log(&mut self) {
+        let config = self.parts.settings.live().get();
+        let mut fresh = Vec::new();
         if let Ok(calls) = self.parts.store.recent_calls(50).await {
             let last = calls.iter().find(|c| !c.direction.starts_with("outbound"));
-            let caller = last.map_or_else(String::new, |c| caller_name(&config, &c.from_number));
-            out.push(("last_caller", caller));
+            fresh.push(("last_caller", last.map_or_else(String::new, |c| caller_name(&config, &c.from_number))));
         }
         if let Ok(days) = self.parts.store.usage(1).await {
             let today = days.first().map_or(0, |d| d.answered + d.missed + d.voicemail + d.outgoing);
-            out.push(("calls_today", today.to_string()));
+            fresh.push(("calls_today", today.to_string()));
         }
-        out
+        self.from_log = fresh;
     }
 
     /// Tells Home Assistant's event entity what just happened to call `sid`.

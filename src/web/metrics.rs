@@ -23,9 +23,7 @@ fn authorized(lan: &Lan, headers: &HeaderMap) -> bool {
         return true;
     }
     let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    sent.is_some_and(|s| {
-        s.len() == token.expose().len() && s.bytes().zip(token.expose().bytes()).fold(0, |a, (x, y)| a | (x ^ y)) == 0
-    })
+    sent.is_some_and(|s| super::auth::constant_time_eq(s.as_bytes(), token.expose().as_bytes()))
 }
 
 async fn metrics(State(lan): State<Lan>, headers: HeaderMap) -> Response {
