@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Serialize;
-use tokio::time::{interval, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -30,6 +30,9 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 const GOODBYE_GRACE: Duration = Duration::from_millis(1500);
 /// How long a new stream may take to send `start`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Twilio sends `connected` and then `start`: a stream that sends more than this before `start` is
+/// not Twilio and is closed (nothing is allocated for it, and it cannot fill the log).
+const MAX_BEFORE_START: usize = 4;
 /// Mean absolute amplitude (8 kHz) above which a frame counts as the caller speaking.
 const VOICE_LEVEL: u32 = 300;
 
@@ -108,20 +111,29 @@ where
     K: Sink<String> + Unpin,
     K::Error: Display,
 {
+    let start_by = sleep_until(Instant::now() + START_TIMEOUT);
+    tokio::pin!(start_by);
+    let mut before_start = 0;
     let (stream_sid, start) = loop {
         let next = tokio::select! {
-            next = timeout(START_TIMEOUT, inbound.next()) => next,
+            next = inbound.next() => next,
+            () = &mut start_by => None,
             () = ctx.shutdown.cancelled() => return Ended::NoStart,
         };
-        let Ok(Some(text)) = next else {
+        let Some(text) = next else {
             warn!("a media stream closed or stayed silent without a start event");
             return Ended::NoStart;
         };
         match Inbound::parse(&text) {
             Ok(Inbound::Start { stream_sid, start }) => break (stream_sid, start),
-            Ok(Inbound::Connected { .. }) => {}
+            Ok(Inbound::Connected { .. }) => debug!("media stream connected"),
             Ok(other) => debug!("ignoring {other:?} before start"),
-            Err(e) => warn!("{e}"),
+            Err(e) => debug!("before start: {e}"),
+        }
+        before_start += 1;
+        if before_start > MAX_BEFORE_START {
+            warn!("a media stream sent {before_start} messages without a start event: closed");
+            return Ended::NoStart;
         }
     };
     let sid = start.call_sid.clone();
@@ -172,7 +184,14 @@ where
     let sid = finish.sid.clone();
     let _ = outbound.close().await;
     ctx.registry.end(&sid);
-    info!(outcome = outcome.as_str(), %reason, frames_in = stats.frames_in, frames_out = stats.frames_out, "call ended");
+    info!(
+        outcome = outcome.as_str(),
+        %reason,
+        frames_in = stats.frames_in,
+        frames_out = stats.frames_out,
+        bad_messages = stats.bad_messages,
+        "call ended"
+    );
     if let Err(e) = ctx.store.call_ended(sid.as_str(), outcome, Some(&reason)).await {
         warn!("call log: {e}");
     }
@@ -292,13 +311,23 @@ impl<'c> Call<'c> {
         }
     }
 
+    /// A malformed message is skipped; the first few are logged (a stream flooding them must not
+    /// flood the log), the count is in the call's summary.
+    fn bad_message(&mut self, e: &dyn Display) {
+        self.stats.bad_messages += 1;
+        match self.stats.bad_messages {
+            1..=3 => warn!("{e}"),
+            4 => warn!("{e} (further malformed messages on this call are counted, not logged)"),
+            _ => debug!("{e}"),
+        }
+    }
+
     /// Handles one message from Twilio; returns true on `stop`.
     fn handle(&mut self, text: &str) -> bool {
         let message = match Inbound::parse(text) {
             Ok(m) => m,
             Err(e) => {
-                self.stats.bad_messages += 1;
-                warn!("{e}");
+                self.bad_message(&e);
                 return false;
             }
         };
@@ -314,10 +343,7 @@ impl<'c> Call<'c> {
                         }
                     }
                 }
-                Err(e) => {
-                    self.stats.bad_messages += 1;
-                    warn!("{e}");
-                }
+                Err(e) => self.bad_message(&e),
             },
             Inbound::Media { .. } => {}
             Inbound::Dtmf { dtmf } => match dtmf.digit.chars().next() {
@@ -530,6 +556,23 @@ mod tests {
         let inbound = stream::iter(vec![start_message("forged")]);
         let outbound = futures_util::sink::drain().sink_map_err(|e| -> std::convert::Infallible { match e {} });
         assert!(matches!(run(inbound, outbound, &ctx).await, Ended::Refused(TokenError::Unknown)));
+        assert!(ctx.registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_floods_before_start_is_closed_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = context(dir.path());
+        // Endless messages that are not `start` (some not even JSON), as fast as they can come.
+        let garbage = [
+            "{\"event\":\"connected\",\"protocol\":\"Call\",\"version\":\"1.0.0\"}",
+            "{not json",
+            "{\"event\":\"mark\"}",
+        ];
+        let inbound = stream::iter(garbage.into_iter().cycle().map(str::to_owned));
+        let outbound = futures_util::sink::drain().sink_map_err(|e| -> std::convert::Infallible { match e {} });
+        let ended = tokio::time::timeout(Duration::from_secs(5), run(inbound, outbound, &ctx)).await;
+        assert!(matches!(ended, Ok(Ended::NoStart)), "closed after a few messages, not at the start timeout");
         assert!(ctx.registry.is_empty());
     }
 

@@ -22,9 +22,16 @@ use crate::call::registry::{Admission, Direction};
 use crate::call::session::{self, Ended, SessionContext};
 use crate::config::{mask_phone, Secret};
 use crate::store::Outcome;
+use crate::telemetry::Throttle;
 
 /// WebSocket messages larger than this close the stream (a media frame is about 300 bytes).
 const MAX_WS_MESSAGE: usize = 64 * 1024;
+/// Twilio sends 50 media messages a second (plus marks and key presses, and bursts after a network
+/// hiccup); a stream is read at most this fast, so one that floods messages is slowed down by TCP
+/// instead of taking the CPU the other calls' pacing needs.
+const READ_RATE: f64 = 250.0;
+/// Messages read at once before [`READ_RATE`] applies (5 s of Twilio's pace).
+const READ_BURST: f64 = 250.0;
 /// WebSocket close code for a policy violation (RFC 6455).
 const POLICY_VIOLATION: u16 = 1008;
 
@@ -101,8 +108,23 @@ fn xml(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
 }
 
+/// Unsigned requests are what a scan or a flood sends: one line per 10 s with a count of the rest.
+static UNSIGNED: Throttle = Throttle::new(std::time::Duration::from_secs(10));
+/// Binary WebSocket messages, likewise.
+static BINARY: Throttle = Throttle::new(std::time::Duration::from_secs(10));
+
+fn held_back(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more since the last such line)")
+    }
+}
+
 fn forbidden(path: &str) -> Response {
-    warn!("{path}: missing or invalid X-Twilio-Signature: refused with 403");
+    if let Some(n) = UNSIGNED.check() {
+        warn!("{path}: missing or invalid X-Twilio-Signature: refused with 403{}", held_back(n));
+    }
     (StatusCode::FORBIDDEN, "invalid Twilio signature\n").into_response()
 }
 
@@ -229,13 +251,20 @@ async fn media(State(state): State<PhoneState>, headers: HeaderMap, ws: WebSocke
 
 async fn stream(socket: WebSocket, ctx: SessionContext) {
     let (mut tx, rx) = socket.split();
-    let mut inbound = rx
+    // Every message counts against the read rate, whatever it is (binary and pings too).
+    let mut inbound = read_at_most(rx, READ_RATE, READ_BURST)
         .take_while(|m| std::future::ready(!matches!(m, Ok(Message::Close(_)))))
         .filter_map(|m| {
             std::future::ready(match m {
                 Ok(Message::Text(text)) => Some(text.as_str().to_owned()),
                 Ok(Message::Binary(b)) => {
-                    warn!("binary WebSocket message of {} bytes ignored: Media Streams sends JSON text", b.len());
+                    if let Some(n) = BINARY.check() {
+                        warn!(
+                            "binary WebSocket message of {} bytes ignored: Media Streams sends JSON text{}",
+                            b.len(),
+                            held_back(n)
+                        );
+                    }
                     None
                 }
                 Ok(_) => None,
@@ -254,5 +283,83 @@ async fn stream(socket: WebSocket, ctx: SessionContext) {
     if let Ended::Refused(e) = ended {
         let frame = CloseFrame { code: POLICY_VIOLATION, reason: e.to_string().into() };
         let _ = tx.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// A token bucket: `burst` items at once, then `per_second`.
+struct Bucket {
+    tokens: f64,
+    per_second: f64,
+    burst: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(per_second: f64, burst: f64) -> Self {
+        Self { tokens: burst, per_second, burst, at: tokio::time::Instant::now() }
+    }
+
+    /// Takes one token, waiting for it if the bucket is empty.
+    async fn take(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_second).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = std::time::Duration::from_secs_f64((1.0 - self.tokens) / self.per_second);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at += wait;
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+/// `inbound`, read no faster than `per_second` items after a first `burst`: while the reader waits,
+/// the sender is held back by the connection's flow control.
+fn read_at_most<S: futures_util::Stream + Unpin>(
+    inbound: S,
+    per_second: f64,
+    burst: f64,
+) -> impl futures_util::Stream<Item = S::Item> {
+    futures_util::stream::unfold((inbound, Bucket::new(per_second, burst)), |(mut inbound, mut bucket)| async move {
+        bucket.take().await;
+        let item = inbound.next().await?;
+        Some((item, (inbound, bucket)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flooding_stream_is_read_at_the_set_rate_after_its_burst() {
+        let flood = futures_util::stream::iter(0..10_000);
+        let began = tokio::time::Instant::now();
+        let mut read = Box::pin(read_at_most(flood, 250.0, 250.0));
+        for _ in 0..250 {
+            read.next().await.expect("item");
+        }
+        assert!(began.elapsed() < std::time::Duration::from_millis(1), "the burst is read at once");
+        for _ in 0..500 {
+            read.next().await.expect("item");
+        }
+        let took = began.elapsed().as_secs_f64();
+        assert!((1.99..=2.01).contains(&took), "500 more at 250/s take 2 s, not {took} s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn twilio_s_own_pace_is_never_held_back() {
+        // 50 messages a second with a 3 s burst after a hiccup: all read as they come.
+        let mut bucket = Bucket::new(READ_RATE, READ_BURST);
+        for second in 0..20 {
+            let arrive = tokio::time::Instant::now();
+            let n = if second == 10 { 200 } else { 50 };
+            for _ in 0..n {
+                bucket.take().await;
+            }
+            assert!(arrive.elapsed() < std::time::Duration::from_millis(1), "second {second} was held back");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 }

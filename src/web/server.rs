@@ -19,6 +19,13 @@ use tracing::{debug, warn};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Twilio's webhooks are small forms; nothing the box accepts is larger.
 const BODY_LIMIT: usize = 64 * 1024;
+/// LAN connections open at once, at most (also bounded by the file descriptors the process may
+/// open, less [`FDS_KEPT`]). Beyond it a new connection is closed at once: a flood of idle
+/// connections can delay the page, never starve the call log, voicemail files or audio devices of
+/// descriptors.
+const MAX_CONNECTIONS: usize = 1024;
+/// Descriptors kept for everything but LAN connections.
+const FDS_KEPT: usize = 256;
 
 /// Who is on the other end of a request's connection: an address on the LAN, or the tunnel.
 /// Login attempts are limited per peer.
@@ -60,6 +67,15 @@ impl Server {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_holding(io, peer, ());
+    }
+
+    /// Serves one connection, holding `slot` until it closes.
+    fn serve_holding<I, S>(&self, io: I, peer: String, slot: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Send + 'static,
+    {
         let (builder, shutdown) = (self.builder.clone(), self.shutdown.clone());
         let tagged = Peer(peer.clone());
         let router = self.router.clone();
@@ -72,6 +88,7 @@ impl Server {
                 .service(router),
         );
         self.tracker.spawn(async move {
+            let _slot = slot;
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -94,8 +111,30 @@ impl Server {
     }
 }
 
+/// Raises the soft limit on open files to the hard one (systemd's default soft limit is 1,024) and
+/// returns how many LAN connections may be open at once.
+fn connection_slots() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return MAX_CONNECTIONS / 4;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(FDS_KEPT).clamp(16, MAX_CONNECTIONS)
+}
+
 /// Accepts LAN connections on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, server: Server) {
+    static FULL: crate::telemetry::Throttle = crate::telemetry::Throttle::new(Duration::from_secs(10));
+    let slots = Arc::new(tokio::sync::Semaphore::new(connection_slots()));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -113,6 +152,12 @@ pub async fn serve(listener: TcpListener, server: Server) {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, "cannot set TCP_NODELAY: {e}");
         }
-        server.serve_io(stream, peer.ip().to_string());
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(n) = FULL.check() {
+                warn!(%peer, "too many connections open: closed a new one ({n} more since the last such line)");
+            }
+            continue;
+        };
+        server.serve_holding(stream, peer.ip().to_string(), slot);
     }
 }
