@@ -72,7 +72,7 @@ test-image: test-model ## what the image tests read and boot: the SD-card image,
 unit: test-model test-voice test-tools test-service test-image ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
 	cargo nextest run --locked --no-fail-fast
 
-test: lint unit cross-aarch64 ## everything CI runs: lint, all tests, aarch64 release build + qemu smoke test
+test: lint unit fuzz-smoke cross-aarch64 ## everything CI runs: lint, all tests, every fuzz target briefly, aarch64 release build + qemu smoke test
 
 cross-aarch64: deps ## release build for 64-bit Raspberry Pi OS, smoke-tested under qemu
 	@scripts/setup.sh cross-aarch64
@@ -131,8 +131,9 @@ FUZZ_SECONDS := 60
 fuzz: deps ## every fuzz target for FUZZ_SECONDS each (address sanitizer; new inputs in fuzz/work/, crashes in fuzz/artifacts/)
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
-fuzz-smoke: deps ## what `make test` runs: every fuzz target for 10 s
-	@scripts/fuzz.sh 10
+FUZZ_SMOKE_SECONDS := 15
+fuzz-smoke: deps ## what `make test` runs: every fuzz target for FUZZ_SMOKE_SECONDS (15) on a debug build
+	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) --smoke
 
 bench: test-model ## benchmarks: the phone path, the concurrent-call load, speech turns, concurrent assistant calls, overload and abuse (release build)
 	cargo bench --locked --bench phone_path
