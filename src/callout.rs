@@ -210,6 +210,11 @@ impl CallOut {
                 warn!(id = row.id, "call-out not placed ({reason}): will retry");
                 Attempt::Retry { next_try: retry(), error: reason }
             }
+            // Too many requests: Twilio turned it away before making a call, so it is safe to send again.
+            Err(e @ RestError::Api { status: 429, .. }) => {
+                warn!(id = row.id, "call-out not placed ({e}): will retry");
+                Attempt::Retry { next_try: retry(), error: e.to_string() }
+            }
             // The request may have reached Twilio. Placing it again could ring twice: acceptable only
             // for a call for help.
             Err(e @ (RestError::Transport { .. } | RestError::Api { status: 500.., .. })) if row.emergency => {

@@ -24,6 +24,22 @@ struct Twilio {
     recordings: HashMap<String, Vec<&'static str>>,
     downloads: usize,
     probes: usize,
+    /// Every request is answered with this status (an outage on Twilio's side).
+    fail_all: Option<u16>,
+    /// Only `POST /Calls.json` is answered with this status.
+    fail_calls: Option<u16>,
+    /// Requests answered with an error.
+    failed: usize,
+}
+
+fn twilio_error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).expect("status");
+    let body = serde_json::json!({"code": 20000 + status.as_u16(), "message": status.canonical_reason(), "status": status.as_u16()});
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response.headers_mut().insert("Retry-After", axum::http::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 type Shared = Arc<Mutex<Twilio>>;
@@ -32,6 +48,11 @@ async fn api(State(state): State<Shared>, method: Method, uri: Uri, body: String
     let mut s = state.lock().expect("lock");
     let path = uri.path().trim_start_matches(&format!("/2010-04-01/Accounts/{ACCOUNT_SID}"));
     let json = |v: serde_json::Value| axum::Json(v).into_response();
+    let failing = s.fail_all.or(s.fail_calls.filter(|_| method == Method::POST && path == "/Calls.json"));
+    if let Some(status) = failing {
+        s.failed += 1;
+        return twilio_error(status);
+    }
     match (method.as_str(), path) {
         ("GET", ".json") => {
             s.probes += 1;
@@ -101,13 +122,19 @@ impl Stub {
 }
 
 fn config(dir: &std::path::Path, api: &str) -> Config {
+    config_with(dir, api, PUBLIC, "127.0.0.1:0")
+}
+
+/// A box listening on `listen` whose public URL is `public` (its own LAN address lets the
+/// simulator's signed calls in).
+fn config_with(dir: &std::path::Path, api: &str, public: &str, listen: &str) -> Config {
     let path = dir.join("voca.toml");
     std::fs::write(
         &path,
         format!(
-            "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+            "[device]\ndata_dir = \"{}\"\n[http]\nlisten = \"{listen}\"\n\
              [twilio]\naccount_sid = \"{ACCOUNT_SID}\"\nauth_token = \"{AUTH_TOKEN}\"\nphone_number = \"{NUMBER}\"\n\
-             api_base = \"{api}\"\npublic_url = \"{PUBLIC}\"\n\
+             api_base = \"{api}\"\npublic_url = \"{public}\"\n\
              [tunnel]\nprovider = \"external\"\nprobe_interval = \"200ms\"\n\
              [calls]\nanswer = \"tones\"\nretry_every = \"300ms\"\n",
             dir.join("data").display()
@@ -222,4 +249,104 @@ async fn calls_missed_while_offline_are_merged_once_across_restarts() {
         running.stop().await.expect("stop");
     }
     assert_eq!(stub.state.lock().expect("lock").downloads, 1, "a recording is downloaded once");
+}
+
+async fn wait_long(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn alice() -> Contact {
+    Contact { name: "Alice".into(), number: "+15557654321".parse().expect("e164"), button: Some(1), emergency: false }
+}
+
+async fn callout_state(running: &voca::app::Running, id: i64) -> String {
+    running.store.callouts().await.expect("rows").into_iter().find(|r| r.id == id).expect("row").state
+}
+
+/// A call from the simulator over the LAN: answered with a media stream and audio from the box.
+async fn an_incoming_call_is_answered(base: &str) {
+    let mut call = voca::twilio::simulator::SimCall::new(base, Some(AUTH_TOKEN));
+    call.hang_up_after = Some(Duration::from_millis(800));
+    let r = voca::twilio::simulator::run(&call).await.expect("call");
+    assert_eq!((r.webhook_status, r.rejected.as_deref()), (200, None), "{r:?}");
+    assert!(r.frames_received > 0, "the box talked: {r:?}");
+}
+
+/// Twilio's API answers 503, then 429, for a long stretch (hundreds of probes compressed into
+/// seconds): the box says it is offline, keeps answering calls, holds the call-outs asked for
+/// meanwhile (never sending them into the outage), and places each exactly once when Twilio is
+/// back. A 429 on placing itself is retried until Twilio takes the call, and it is sent once then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_holds_call_outs_and_the_box_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stub = Stub::new();
+    stub.up().await;
+    let port = common::debian::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let running = voca::app::start(config_with(dir.path(), &stub.base(), &base, &format!("127.0.0.1:{port}")))
+        .await
+        .expect("box starts");
+    wait_for_state(&running, DeviceState::Ready).await;
+    let state = stub.state.clone();
+    let placed = || state.lock().expect("lock").calls_placed.len();
+    let failed = || state.lock().expect("lock").failed;
+
+    for status in [503u16, 429] {
+        state.lock().expect("lock").fail_all = Some(status);
+        wait_for_state(&running, DeviceState::Offline).await;
+        let id = running.callout.request(&alice(), false).await.expect("queued");
+        let (placed_before, failed_before) = (placed(), failed());
+        // The outage goes on: many probes fail.
+        wait_long(&format!("Twilio answered {status} many times"), 60, || failed() >= failed_before + 20).await;
+        an_incoming_call_is_answered(&base).await;
+        assert_eq!(callout_state(&running, id).await, "pending", "held during the {status} outage");
+        assert_eq!(placed(), placed_before);
+        assert!(!running.state.snapshot().network.api_reachable);
+
+        state.lock().expect("lock").fail_all = None;
+        wait_for_state(&running, DeviceState::Ready).await;
+        wait_long("the held call-out is placed", 30, || placed() == placed_before + 1).await;
+        assert_eq!(callout_state(&running, id).await, "placed");
+    }
+
+    // Twilio answers its probe but turns call placements away with 429 for a while.
+    state.lock().expect("lock").fail_calls = Some(429);
+    let failed_before = failed();
+    let id = running.callout.request(&alice(), false).await.expect("queued");
+    wait_long("placements were turned away again after a first attempt", 60, || failed() >= failed_before + 6).await;
+    let retried = callout_state(&running, id).await;
+    assert!(["pending", "placing"].contains(&retried.as_str()), "a 429 is retried, not given up on: {retried}");
+    let placed_before = placed();
+    state.lock().expect("lock").fail_calls = None;
+    wait_long("Twilio takes the call", 60, || placed() == placed_before + 1).await;
+    assert_eq!(callout_state(&running, id).await, "placed");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(placed(), placed_before + 1, "sent once when Twilio took it");
+    running.stop().await.expect("stop");
+}
+
+/// The API's host name does not resolve (no DNS): the error names the host and says why, the box is
+/// offline but answers calls, and a call-out waits instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_api_host_is_named_and_calls_still_come_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::debian::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // `.invalid` never resolves (RFC 6761).
+    let api = "http://api.voca-test.invalid";
+    let running =
+        voca::app::start(config_with(dir.path(), api, &base, &format!("127.0.0.1:{port}"))).await.expect("box starts");
+    wait_for_state(&running, DeviceState::Offline).await;
+    let probe = common::rest_client(api).probe().await.expect_err("no DNS for .invalid");
+    let message = probe.to_string();
+    assert!(message.contains("cannot look up api.voca-test.invalid"), "{message}");
+    let id = running.callout.request(&alice(), false).await.expect("queued");
+    an_incoming_call_is_answered(&base).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(callout_state(&running, id).await, "pending");
+    running.stop().await.expect("stop");
 }

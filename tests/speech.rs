@@ -439,3 +439,55 @@ fn transcribe_prints_every_utterance_of_a_stereo_22050_hz_recording() {
     assert!(lines.iter().all(|l| !l.trim().is_empty()), "{lines:?}");
     assert!(!stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {stderr}");
 }
+
+/// An LLM endpoint that takes the request and never answers (a hung server on the LAN or a dead
+/// route): the caller hears the offline answer once `[llm] timeout` passes, and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_llm_gets_the_offline_answer_in_time_and_the_call_goes_on() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/v1", hung.local_addr().expect("addr"));
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = {
+        let asked = asked.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = hung.accept().await {
+                asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                open.push(conn); // read nothing, answer nothing, never close
+            }
+        })
+    };
+    const OFFLINE: &str = "지금은 대답할 수 없어요";
+    let b = SpeechBox::start_with(
+        &format!("recognition = \"free\"\n[llm]\nurl = \"{url}\"\ntimeout = \"1500ms\"\n[assistant]\nfallback = \"{OFFLINE}\"\n"),
+        2,
+    )
+    .await;
+    // Questions no offline rule answers: each goes to the LLM.
+    let questions = ["오늘 날씨가 어때요", "재미있는 이야기 해 주세요"];
+    let mut caller = silence(0.5);
+    for q in questions {
+        caller.extend(common::say(q, 8000));
+        caller.extend(silence(6.0));
+    }
+    let mut call = b.call(caller);
+    call.linger = Duration::from_secs(6);
+    let r = simulator::run(&call).await.expect("call");
+    let turns = b.turns_at_least(&r.call_sid, 2 * questions.len()).await;
+    let heard = turns.iter().filter(|(who, _)| who == "caller").count();
+    assert!(heard >= 1, "the caller was heard: {turns:?}");
+    assert!(asked.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the LLM was asked");
+    let offline = turns.iter().filter(|(who, text)| who == "box" && text == OFFLINE).count();
+    assert_eq!(offline, heard, "every question the LLM did not answer got the offline answer: {turns:?}");
+    for pair in turns.chunks(2) {
+        assert_eq!((pair[0].0.as_str(), pair[1].0.as_str()), ("caller", "box"), "{turns:?}");
+    }
+    // The reply waited for the timeout, not for ever.
+    let latencies: Vec<u64> = r.turns.iter().filter_map(|t| t.latency_ms).collect();
+    assert!(!latencies.is_empty(), "the caller heard a reply: {:?}", r.turns);
+    assert!(latencies.iter().all(|&ms| ms >= 1500), "replies waited for the LLM's timeout: {latencies:?}");
+    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    assert_eq!(record.outcome.as_deref(), Some("completed"), "{record:?}");
+    held.abort();
+    b.stop().await;
+}

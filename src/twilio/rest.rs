@@ -401,10 +401,20 @@ impl RestClient {
 
     fn transport(&self, what: &str, e: &reqwest::Error) -> RestError {
         // reqwest's own message names the URL; the URL never carries credentials (they go in a header).
+        // The innermost cause says what went wrong ("Connection refused", "Name or service not known").
+        let mut cause: &dyn std::error::Error = e;
+        let mut dns = false;
+        while let Some(inner) = cause.source() {
+            dns |= inner.to_string().starts_with("dns error");
+            cause = inner;
+        }
         let reason = if e.is_timeout() {
             "timed out".to_owned()
+        } else if e.is_connect() && dns {
+            let host = self.base.host_str().unwrap_or("the API host");
+            format!("cannot look up {host} ({cause}): no network or no DNS, or wrong `twilio.api_base`")
         } else if e.is_connect() {
-            "connection failed (no network, or wrong `twilio.api_base`)".to_owned()
+            format!("connection failed ({cause}): no network, or wrong `twilio.api_base`")
         } else {
             e.to_string()
         };
