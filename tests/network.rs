@@ -350,3 +350,75 @@ async fn an_unresolvable_api_host_is_named_and_calls_still_come_in() {
     assert_eq!(callout_state(&running, id).await, "pending");
     running.stop().await.expect("stop");
 }
+
+/// The tunnel drops in the middle of a call (its connections end without a word): the call ends
+/// cleanly and is logged, its place is freed, and the box takes the next call. (Re-pointing the
+/// number at the tunnel's new URL after it reconnects: `tests/number.rs` and the tunnel's unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_lost_mid_call_ends_the_call_cleanly_and_the_next_call_works() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stub = Stub::new();
+    stub.up().await;
+    let port = common::debian::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let running = voca::app::start(config_with(dir.path(), &stub.base(), &base, &format!("127.0.0.1:{port}")))
+        .await
+        .expect("box starts");
+    let sid = voca::twilio::simulator::random_sid("CA");
+    let params = vec![
+        ("CallSid".to_owned(), sid.clone()),
+        ("From".to_owned(), "+15550004444".to_owned()),
+        ("To".to_owned(), NUMBER.to_owned()),
+    ];
+    let http = reqwest::Client::new();
+    let (status, twiml) = voca::twilio::simulator::post_webhook(
+        &http,
+        &format!("{base}/twilio/voice"),
+        &Some(AUTH_TOKEN.into()),
+        &params,
+    )
+    .await
+    .expect("webhook");
+    assert_eq!(status, 200);
+    let answer = voca::twilio::simulator::parse_twiml(&twiml).expect("twiml");
+    let token = answer.parameters.iter().find(|(n, _)| n == "token").map(|(_, v)| v.clone()).expect("token");
+
+    // The Media Stream comes through the tunnel: a connection handed to the box's tunnel server.
+    let (twilio_side, box_side) = tokio::io::duplex(64 * 1024);
+    running.tunnel.serve_io(box_side, "tunnel".into());
+    let url = answer.stream_url.expect("stream url");
+    let (ws, _) = tokio_tungstenite::client_async(url, twilio_side).await.expect("stream through the tunnel");
+    let (mut tx, mut rx) = ws.split();
+    let start = voca::twilio::simulator::start_message(
+        &sid,
+        &voca::twilio::simulator::random_sid("MZ"),
+        [("token".to_owned(), token.into())].into_iter().collect(),
+    );
+    tx.send(Message::text(start)).await.expect("start");
+    let mut frames = 0;
+    while frames < 10 {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.next()).await.expect("the box talks");
+        if m.expect("open").expect("frame").to_text().is_ok_and(|t| t.contains("\"media\"")) {
+            frames += 1;
+        }
+    }
+    assert_eq!(running.registry.len(), 1);
+
+    // The tunnel goes: the connection just ends, no close frame, no `stop`.
+    drop((tx, rx));
+    wait_long("the call's place is freed", 30, || running.registry.is_empty()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let record = running.store.call(&sid).await.expect("store").expect("logged");
+        if record.outcome.is_some() || std::time::Instant::now() > deadline {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(record.outcome.as_deref(), Some("completed"), "{record:?}");
+    assert_eq!(record.reason.as_deref(), Some("the media stream closed without a stop"), "{record:?}");
+    an_incoming_call_is_answered(&base).await;
+    running.stop().await.expect("stop");
+}

@@ -197,11 +197,8 @@ async fn media_flood(base: String) -> usize {
     let (mut tx, mut rx) = ws.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
     let stream = simulator::random_sid("MZ");
-    let start = serde_json::json!({"event": "start", "sequenceNumber": "1", "streamSid": stream, "start": {
-        "accountSid": "AC00000000000000000000000000000000", "streamSid": stream, "callSid": sid,
-        "tracks": ["inbound"], "customParameters": {"token": token},
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
-    tx.send(Message::text(start.to_string())).await.expect("start");
+    let start = simulator::start_message(&sid, &stream, [("token".to_owned(), token.into())].into_iter().collect());
+    tx.send(Message::text(start)).await.expect("start");
     let payload = base64_frame();
     let began = Instant::now();
     let mut sent = 0usize;

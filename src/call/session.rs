@@ -288,7 +288,8 @@ impl<'c> Call<'c> {
                 () = hangup.cancelled() => return (Outcome::Completed, "hung up from the box".into(), true),
                 () = sleep_until(deadline) => return (Outcome::Completed, "maximum call duration reached".into(), true),
                 message = inbound.next() => match message {
-                    None => return (Outcome::Completed, "caller hung up (stream closed)".into(), false),
+                    // Without `stop`: Twilio hung up, or the connection (the tunnel) was lost.
+                    None => return (Outcome::Completed, "the media stream closed without a stop".into(), false),
                     Some(text) => {
                         if self.handle(&text) {
                             return (Outcome::Completed, "caller hung up".into(), false);

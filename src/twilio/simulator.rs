@@ -245,6 +245,19 @@ pub fn speech_ends(audio: &[i16]) -> Vec<usize> {
 }
 
 /// Runs one simulated call to its end.
+/// Twilio's `start` message for a stream of `call_sid`, carrying the TwiML's `<Parameter>`s.
+pub fn start_message(
+    call_sid: &str,
+    stream_sid: &str,
+    parameters: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    json!({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": {
+        "accountSid": "AC00000000000000000000000000000000", "streamSid": stream_sid, "callSid": call_sid,
+        "tracks": ["inbound"], "customParameters": parameters,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+    .to_string()
+}
+
 pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let http = reqwest::Client::new();
     let url = format!("{}{}", call.base, call.voice_path);
@@ -300,11 +313,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     tx.send(Message::text(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string()))
         .await
         .map_err(send_err)?;
-    let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": {
-        "accountSid": "AC00000000000000000000000000000000", "streamSid": stream_sid, "callSid": call.call_sid,
-        "tracks": ["inbound"], "customParameters": custom,
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
-    tx.send(Message::text(start.to_string())).await.map_err(send_err)?;
+    tx.send(Message::text(start_message(&call.call_sid, &stream_sid, custom))).await.map_err(send_err)?;
     for extra in &call.extra_messages {
         tx.send(Message::text(extra.clone())).await.map_err(send_err)?;
     }
