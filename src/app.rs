@@ -324,6 +324,20 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         let fault = format!("the call log was damaged: kept as {}, a new one started", aside.display());
         state.set_fault_of("store", Some(fault));
     }
+    let voicemail_dir = config.device.data_dir.join("voicemail");
+    match store.reconcile_voicemail(&voicemail_dir).await {
+        Ok(check) if check != crate::store::VoicemailCheck::default() => warn!(
+            "voicemail folder and call log reconciled after an abrupt stop: {} message(s) attached to their call, \
+             {} row(s) named a missing file, {} partial write(s) removed, {} file(s) of unknown calls kept in {}",
+            check.files_attached,
+            check.rows_cleared,
+            check.partial_removed,
+            check.files_unknown,
+            voicemail_dir.display()
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot check the voicemail folder against the call log: {e}"),
+    }
     if store.interrupted_at_start > 0 {
         warn!(
             "{} call(s) were in progress when the box last stopped: logged as interrupted",

@@ -2,7 +2,8 @@
 //! while calls are live, call-outs are asked for (the call button, Twilio played by Prism behind a
 //! recording proxy) and the missed-call sync runs. After each restart the call log must pass
 //! SQLite's integrity check; at the end every call that reached the box is in the log exactly once
-//! (the ones live at a kill `interrupted`), and no call-out was ever sent to Twilio twice.
+//! (the ones live at a kill `interrupted`), no call-out was ever sent to Twilio twice, and the
+//! voicemail files (half the runs take messages) and their rows agree.
 //!
 //! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed transaction survives the
 //! process being killed (the WAL is in the OS's cache); only a power cut may lose the last ones,
@@ -56,12 +57,14 @@ impl Moments {
 async fn killed_a_hundred_times_the_box_loses_nothing_and_never_calls_twice() {
     let rig = Rig::new(&[]).await;
     let data = rig.dir.path().join("data");
-    std::fs::write(
+    // Half the runs answer with tones, half take a voicemail (its file and its row must agree).
+    let configure = |answer: &str| {
+        std::fs::write(
         rig.dir.path().join("voca.toml"),
         format!(
             "[device]\ncapture = \"null\"\nplayback = \"null\"\ndata_dir = \"{data}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
              [twilio]\naccount_sid = \"{sid}\"\nauth_token = \"{token}\"\nphone_number = \"{number}\"\napi_base = \"{api}\"\npublic_url = \"{base}\"\n\
-             [tunnel]\nprovider = \"external\"\nprobe_interval = \"1s\"\n[calls]\nanswer = \"tones\"\nmax_concurrent = 4\nrate_limit_per_hour = 0\n\
+             [tunnel]\nprovider = \"external\"\nprobe_interval = \"1s\"\n[calls]\nanswer = \"{answer}\"\nmax_concurrent = 4\nrate_limit_per_hour = 0\n\
              [[contacts]]\nname = \"Alice\"\nnumber = \"+15557654321\"\nbutton = 1\n",
             data = data.display(),
             port = rig.port,
@@ -72,12 +75,14 @@ async fn killed_a_hundred_times_the_box_loses_nothing_and_never_calls_twice() {
             base = rig.base,
         ),
     )
-    .expect("config");
+    .expect("config")
+    };
     let http = reqwest::Client::new();
     let mut moments = Moments(0x5eed_cafe_f00d_d00d);
     let mut reached: BTreeSet<String> = BTreeSet::new();
     let mut presses = 0usize;
     for run in 0..RUNS {
+        configure(if moments.next(2) == 0 { "tones" } else { "voicemail" });
         let mut child = start(rig.dir.path());
         wait_healthy(rig.port, &mut child);
         // Calls arrive and talk; the call button asks for a call-out; then, at a random moment, kill -9.
@@ -116,6 +121,7 @@ async fn killed_a_hundred_times_the_box_loses_nothing_and_never_calls_twice() {
     }
 
     // One last, clean run: it marks the calls left open and places what is still queued.
+    configure("tones");
     let mut child = start(rig.dir.path());
     wait_healthy(rig.port, &mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -144,6 +150,22 @@ async fn killed_a_hundred_times_the_box_loses_nothing_and_never_calls_twice() {
     for sid in &reached {
         let outcome = rows.get(sid).unwrap_or_else(|| panic!("call {sid} reached the box but is not in the log"));
         assert!(outcome.is_some(), "call {sid} is still open after a clean run");
+    }
+    // Voicemail: every message the log names is on the card, whole; every message on the card is
+    // named by its call's row.
+    let named: BTreeSet<String> = db
+        .prepare("SELECT voicemail FROM calls WHERE voicemail IS NOT NULL")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let on_card: BTreeSet<String> = std::fs::read_dir(data.join("voicemail"))
+        .map(|d| d.flatten().map(|e| e.path().display().to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(named, on_card, "voicemail rows and files agree");
+    for file in &on_card {
+        voca::audio::wav::read(std::path::Path::new(file)).unwrap_or_else(|e| panic!("{file} is not whole: {e}"));
     }
     let interrupted = rows.values().filter(|o| o.as_deref() == Some("interrupted")).count();
     let completed = rows.values().filter(|o| o.as_deref() == Some("completed")).count();
@@ -177,9 +199,10 @@ async fn killed_a_hundred_times_the_box_loses_nothing_and_never_calls_twice() {
     }
     let figures = format!(
         "kills: {RUNS}; calls that reached the box: {}; call log rows: {}; completed: {completed}; interrupted: {interrupted}; \
-         button presses: {presses}; call-outs: {} ({} placed once, {} uncertain); integrity checks: {RUNS}, all ok\n",
+         button presses: {presses}; voicemails: {} (files and rows agree, every file whole); call-outs: {} ({} placed once, {} uncertain); integrity checks: {RUNS}, all ok\n",
         reached.len(),
         rows.len(),
+        on_card.len(),
         states.len(),
         states.values().filter(|s| *s == "placed").count(),
         states.values().filter(|s| *s == "uncertain").count(),

@@ -258,8 +258,9 @@ impl AssistantCall {
     }
 
     /// Writes the message being recorded (then notes it in the call log and transcribes it, off the
-    /// call); `None` if there was nothing to save, else whether the file was written (a partial file
-    /// is removed: a full card must not leave a broken message behind).
+    /// call); `None` if there was nothing to save, else whether the file was written (whole or not at
+    /// all: a full card or a kill must not leave a broken message behind; see
+    /// [`crate::store::Store::reconcile_voicemail`] for a kill between the file and its row).
     fn save_voicemail(&mut self) -> Option<oneshot::Receiver<bool>> {
         let Mode::Recording(audio) = std::mem::replace(&mut self.mode, Mode::Closing) else { return None };
         if audio.is_empty() {
@@ -275,12 +276,7 @@ impl AssistantCall {
             let written = {
                 let (path, audio) = (path.clone(), audio.clone());
                 tokio::task::spawn_blocking(move || {
-                    let result =
-                        std::fs::create_dir_all(&dir).and_then(|()| crate::audio::wav::write(&path, 16000, &audio));
-                    if result.is_err() {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    result
+                    std::fs::create_dir_all(&dir).and_then(|()| crate::audio::wav::write_whole(&path, 16000, &audio))
                 })
                 .await
             };

@@ -223,6 +223,19 @@ impl Drop for Owner {
 }
 
 /// The async handle to the database thread. Cheap to clone.
+/// What [`Store::reconcile_voicemail`] found and put right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VoicemailCheck {
+    /// Whole messages whose row had not been updated: attached to their call.
+    pub files_attached: u32,
+    /// Rows that named a file no longer there: the message is forgotten.
+    pub rows_cleared: u32,
+    /// Writes cut short (`*.part`): removed.
+    pub partial_removed: u32,
+    /// Messages of calls not in the log: kept, not attached.
+    pub files_unknown: u32,
+}
+
 #[derive(Clone)]
 pub struct Store {
     owner: Arc<Owner>,
@@ -480,6 +493,63 @@ impl Store {
         .await?;
         self.changed(&told);
         Ok(())
+    }
+
+    /// Makes the voicemail folder and the call log agree after a stop at any moment (run at start):
+    /// a message written whole but killed before its row was updated is attached to its call (the
+    /// file is named `<CallSid>-<ms>.wav`); a row whose file is gone (removed from the page, killed
+    /// before the row) forgets it; a write cut short (`*.part`) is removed. Files of calls not in
+    /// the log are left alone (never deleted) and counted.
+    pub async fn reconcile_voicemail(&self, dir: &Path) -> Result<VoicemailCheck, StoreError> {
+        let dir = dir.to_owned();
+        let check = self
+            .run(move |c| {
+                let mut check = VoicemailCheck::default();
+                let files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                    Err(_) => Vec::new(), // no folder yet: no messages
+                };
+                let tx = c.transaction()?;
+                for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "part")) {
+                    if std::fs::remove_file(path).is_ok() {
+                        check.partial_removed += 1;
+                    }
+                }
+                let rows: Vec<(String, String)> = tx
+                    .prepare("SELECT call_sid, voicemail FROM calls WHERE voicemail IS NOT NULL")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                for (sid, file) in &rows {
+                    if !Path::new(file).exists() {
+                        tx.execute(
+                            "UPDATE calls SET voicemail = NULL, voicemail_transcript = NULL, waiting = 0 WHERE call_sid = ?1",
+                            [sid],
+                        )?;
+                        check.rows_cleared += 1;
+                    }
+                }
+                let named: std::collections::HashSet<&str> = rows.iter().map(|(_, f)| f.as_str()).collect();
+                for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "wav")) {
+                    let shown = path.display().to_string();
+                    if named.contains(shown.as_str()) {
+                        continue;
+                    }
+                    let sid = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next()).unwrap_or("");
+                    let attached = tx.execute(
+                        "UPDATE calls SET voicemail = ?2, waiting = 1 WHERE call_sid = ?1 AND voicemail IS NULL",
+                        params![sid, shown],
+                    )?;
+                    if attached == 1 {
+                        check.files_attached += 1;
+                    } else {
+                        check.files_unknown += 1;
+                    }
+                }
+                tx.commit()?;
+                Ok(check)
+            })
+            .await?;
+        Ok(check)
     }
 
     /// Forgets the call's message (its file is the caller's to remove first); the call stays in the
@@ -813,6 +883,57 @@ mod tests {
     use super::*;
 
     const SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+    #[tokio::test]
+    async fn the_voicemail_folder_and_the_log_are_made_to_agree_after_a_kill() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let vm = dir.path().join("voicemail");
+        std::fs::create_dir_all(&vm).expect("folder");
+        let sids = [
+            "CA00000000000000000000000000000001",
+            "CA00000000000000000000000000000002",
+            "CA00000000000000000000000000000003",
+        ];
+        for sid in sids {
+            store.call_started(sid, "inbound", "+15551234567", "+15557654321").await.expect("start");
+        }
+        // Killed after the file was renamed into place, before the row: the message is attached.
+        let whole = vm.join(format!("{}-1000.wav", sids[0]));
+        crate::audio::wav::write_whole(&whole, 16000, &[1, 2, 3]).expect("write");
+        // Removed from the page (the file first), killed before the row: the row forgets it.
+        let gone = vm.join(format!("{}-2000.wav", sids[1]));
+        store.voicemail_saved(sids[1], &gone).await.expect("saved");
+        // Killed in the middle of writing: the partial file goes.
+        std::fs::write(crate::audio::wav::partial_name(&vm.join(format!("{}-3000.wav", sids[2]))), b"RIFF")
+            .expect("part");
+        // A message of a call the log does not know: kept.
+        let stranger = vm.join("CA0000000000000000000000000000ffff-4000.wav");
+        std::fs::write(&stranger, b"RIFF").expect("stranger");
+        // And one that is as it should be.
+        let fine = vm.join(format!("{}-5000.wav", sids[2]));
+        crate::audio::wav::write_whole(&fine, 16000, &[4, 5]).expect("write");
+        store.voicemail_saved(sids[2], &fine).await.expect("saved");
+
+        let check = store.reconcile_voicemail(&vm).await.expect("reconcile");
+        assert_eq!(check, VoicemailCheck { files_attached: 1, rows_cleared: 1, partial_removed: 1, files_unknown: 1 });
+        let row = |sid: &'static str| {
+            let store = store.clone();
+            async move { store.call(sid).await.expect("store").expect("row") }
+        };
+        assert_eq!(row(sids[0]).await.voicemail, Some(whole.display().to_string()));
+        assert!(row(sids[0]).await.waiting, "an attached message waits to be heard");
+        assert_eq!(row(sids[1]).await.voicemail, None);
+        assert_eq!(row(sids[2]).await.voicemail, Some(fine.display().to_string()));
+        assert!(stranger.exists(), "never deleted");
+        let names: Vec<String> =
+            std::fs::read_dir(&vm).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+        assert!(names.iter().all(|n| !n.ends_with(".part")), "{names:?}");
+        assert_eq!(
+            store.reconcile_voicemail(&vm).await.expect("again"),
+            VoicemailCheck { files_unknown: 1, ..Default::default() }
+        );
+    }
 
     #[tokio::test]
     async fn a_call_is_logged_from_webhook_to_end_once() {
