@@ -102,4 +102,55 @@ mod tests {
         let later = t0 + 10 * MS;
         assert_eq!(p.next_due(later), later);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Sends frames as the call task does: wait for the due time, wake up `jitter` late.
+        fn run(jitter_ms: &[u64]) -> Vec<Duration> {
+            let t0 = Instant::now();
+            let mut p = Pacer::media();
+            let mut now = t0;
+            let mut times = Vec::new();
+            for &j in jitter_ms {
+                now = now.max(p.next_due(now)) + Duration::from_millis(j);
+                times.push(now - t0);
+                p.sent(now);
+                assert!(p.next_due(now) <= now + 20 * MS, "the pacer never waits more than a frame");
+            }
+            times
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Scheduling noise up to a frame: every frame leaves within its own delay (plus at most
+            /// the 40 ms lead, while earlier frames' delays are absorbed) of its place on the one
+            /// 20 ms grid, however long the reply: delays never add up (no drift).
+            #[test]
+            fn noise_never_accumulates(jitter in prop::collection::vec(0u64..=20, 1..3000)) {
+                let times = run(&jitter);
+                let grid0 = times[0];
+                for (k, (t, j)) in times.iter().zip(&jitter).enumerate().skip(1) {
+                    let grid = grid0 + (20 * MS * k as u32).saturating_sub(40 * MS);
+                    let own = Duration::from_millis(*j);
+                    prop_assert!(*t >= grid + own && *t <= grid + own + 40 * MS, "frame {} at {:?}, grid {:?}", k, t, grid);
+                }
+            }
+
+            /// Any stalls (up to 300 ms): the far end never gets more than the lead ahead of real
+            /// time; in any stretch, at most its length in frames plus the 60 ms lead leave.
+            #[test]
+            fn stalls_never_cause_bursts(jitter in prop::collection::vec(prop_oneof![0u64..=20, 0u64..=300], 1..400)) {
+                let times = run(&jitter);
+                for i in 0..times.len() {
+                    for j in i + 1..times.len() {
+                        let span = (times[j] - times[i]).as_millis() as usize;
+                        prop_assert!(j - i <= span / 20 + 3, "frames {}..{} in {} ms", i, j, span);
+                    }
+                }
+            }
+        }
+    }
 }
