@@ -167,6 +167,7 @@ async fn a_killed_box_goes_offline_and_a_restarted_broker_is_told_everything_aga
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
+            .map(common::Spawned)
             .expect("voca runs")
     };
     let availability = format!("{BASE}/availability");

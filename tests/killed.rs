@@ -13,26 +13,27 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::rig::Rig;
-use common::AUTH_TOKEN;
+use common::{Spawned, AUTH_TOKEN};
 use voca::twilio::simulator::{self, SimCall};
 
 const RUNS: usize = 100;
 
-fn start(dir: &std::path::Path) -> Child {
+fn start(dir: &std::path::Path) -> Spawned {
     let log = std::fs::File::options().create(true).append(true).open(dir.join("box.log")).expect("log");
     common::voca(dir)
         .args(["--config", "voca.toml", "run"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Spawned)
         .expect("voca runs")
 }
 
-fn wait_healthy(port: u16, child: &mut Child) {
+fn wait_healthy(port: u16, child: &mut Spawned) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while common::debian::healthz(port).is_none() {
         assert!(child.try_wait().expect("wait").is_none(), "the box exited at start");
@@ -136,8 +137,7 @@ async fn killed_a_hundred_times_the_box_loses_nothing_and_never_calls_twice() {
         assert!(Instant::now() < deadline, "{pending} call-out(s) never placed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.terminate();
     child.wait().expect("stops");
 
     let rows: BTreeMap<String, Option<String>> = db

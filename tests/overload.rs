@@ -10,12 +10,12 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::AUTH_TOKEN;
+use common::{Spawned, AUTH_TOKEN};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -45,7 +45,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN)
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
+fn start(dir: &std::path::Path, port: u16) -> Spawned {
     // The box talks for the whole call: a long greeting, so every frame gap is measured.
     let greeting = dir.join("greeting.wav");
     let tone: Vec<i16> = (0..8000 * 30).map(|i| ((i as f32 * 0.07).sin() * 6000.0) as i16).collect();
@@ -67,7 +67,12 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         voca = std::process::Command::new(release);
         voca.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).current_dir(dir);
     }
-    voca.args(["--config", "voca.toml", "run"]).stdout(Stdio::null()).stderr(log).spawn().expect("voca runs")
+    voca.args(["--config", "voca.toml", "run"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(Spawned)
+        .expect("voca runs")
 }
 
 async fn healthy(http: &reqwest::Client, base: &str) -> bool {
@@ -385,7 +390,6 @@ async fn twice_the_load_and_a_flood_of_abuse_leave_live_calls_paced() {
     let bar = if std::env::var_os("VOCA_BIN").is_some() { 25.0 } else { 40.0 };
     assert!(p99 <= bar && max < 250.0, "admitted calls lost their 20 ms rhythm (p99 bar {bar} ms): {figures}");
 
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.terminate();
     assert!(child.wait().expect("stops").success());
 }

@@ -149,3 +149,35 @@ pub fn say(text: &str, rate: u32) -> Vec<i16> {
     let speech = voca::audio::wav::read(&wav).expect("espeak-ng WAV");
     voca::audio::resample::convert(&speech.samples, speech.rate, rate)
 }
+
+/// A box process the test started: killed and reaped when dropped, so a failing test never leaves
+/// it running.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    /// Sends SIGTERM (a clean stop).
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on the child this test started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
