@@ -393,3 +393,54 @@ async fn twice_the_load_and_a_flood_of_abuse_leave_live_calls_paced() {
     child.terminate();
     assert!(child.wait().expect("stops").success());
 }
+
+/// Oversized and malformed requests, each answered with a clear refusal; the box carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_get_clear_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::debian::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = start(dir.path(), port);
+    let http = reqwest::Client::new();
+    wait_until("the box answers", Duration::from_secs(60), || healthy(&http, &base)).await;
+    // Each refusal may close its connection: one connection per request.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+
+    // A webhook body of a megabyte: 413 before anything reads it.
+    let big = http.post(format!("{base}/twilio/voice")).body(vec![b'a'; 1 << 20]).send().await.expect("sent");
+    assert_eq!(big.status(), 413);
+    assert!(big.text().await.unwrap_or_default().contains("length limit"), "the answer says why");
+    // A form that is not one, unsigned: 403, nothing logged as a call.
+    let junk = http.post(format!("{base}/twilio/voice")).body("%%%&&&==\u{0}").send().await.expect("sent");
+    assert_eq!(junk.status(), 403);
+    // Headers of 200 KB: refused by the HTTP layer (431) or the connection closed, never buffered.
+    let huge_header = http.get(format!("{base}/healthz")).header("X-Big", "b".repeat(200_000)).send().await;
+    assert!(huge_header.map_or(true, |r| r.status() == 431), "oversized headers are refused");
+    // Not HTTP at all.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    raw.write_all(b"\x16\x03\x01 hello, is this TLS?\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), raw.read_to_end(&mut answer)).await.expect("closed in time");
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    // A Media Stream message over 64 KB: the stream is closed.
+    let url = format!("{}/twilio/media", base.replace("http://", "ws://"));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
+    let (mut tx, mut rx) = ws.split();
+    let _ = tx.send(Message::text("x".repeat(100_000))).await;
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(Ok(m)) = rx.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an oversized WebSocket message closes the stream");
+
+    assert!(healthy(&http, &base).await, "the box carries on");
+    assert!(child.try_wait().expect("wait").is_none());
+    let calls = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(!calls.contains("voca_calls_total{direction=\"inbound\""), "no call was logged from junk:\n{calls}");
+    child.terminate();
+    assert!(child.wait().expect("stops").success());
+}

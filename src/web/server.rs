@@ -19,6 +19,9 @@ use tracing::{debug, warn};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Twilio's webhooks are small forms; nothing the box accepts is larger.
 const BODY_LIMIT: usize = 64 * 1024;
+/// A connection's read buffer, at most (hyper's default is ~400 KB): headers beyond it get 431, so a
+/// thousand connections cannot make the box hold hundreds of megabytes of headers.
+const READ_BUFFER: usize = 64 * 1024;
 /// LAN connections open at once, at most (also bounded by the file descriptors the process may
 /// open, less [`FDS_KEPT`]). Beyond it a new connection is closed at once: a flood of idle
 /// connections can delay the page, never starve the call log, voicemail files or audio devices of
@@ -58,7 +61,7 @@ impl Server {
     /// (at most [`crate::app::SHUTDOWN_DEADLINE`]) and closes.
     pub fn new(router: Router, shutdown: CancellationToken, tracker: TaskTracker) -> Self {
         let mut builder = Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(READ_BUFFER);
         Self { builder: Arc::new(builder), router, shutdown, tracker }
     }
 
