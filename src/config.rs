@@ -103,6 +103,15 @@ pub struct WebConfig {
     pub session_lifetime: Duration,
     /// If set, `/metrics` asks for this bearer token.
     pub metrics_token: Secret,
+    /// More names the page answers to, beyond the box's addresses, `<hostname>`, `<hostname>.local`
+    /// and `localhost` (a name in the home's own DNS, say). Other names get 421: a web page
+    /// elsewhere cannot reach the box by pointing its own name at the box's address (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// This machine's host name (what mDNS announces as `<name>.local`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "voca".into())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -474,6 +483,17 @@ impl Config {
         if self.calls.max_concurrent == 0 {
             return Err(invalid("calls.max_concurrent".into(), "expected at least 1".into()));
         }
+        let host_name = |h: &String| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        };
+        if let Some(bad) = self.web.allowed_hosts.iter().find(|h| !host_name(h)) {
+            return Err(invalid(
+                "web.allowed_hosts".into(),
+                format!("{bad:?} is not a host name: expected names like \"voca.home.arpa\" (no scheme, port or path)"),
+            ));
+        }
         let sha256_ok = |s: &String| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
         match (&self.speech.model_url, &self.speech.model_sha256) {
             (Some(_), None) => {
@@ -837,6 +857,8 @@ mod tests {
             ("", &[("VOCA_CALLS_MAX_CONCURRENT", "many")], "calls.max_concurrent", "whole number"),
             ("[speech]\nrate = 10\n", &[], "speech.rate", "80 to 450"),
             ("[calls]\nmax_concurrent = 0\n", &[], "calls.max_concurrent", "at least 1"),
+            ("[web]\nallowed_hosts = [\"http://voca.lan/\"]\n", &[], "web.allowed_hosts", "not a host name"),
+            ("", &[("VOCA_WEB_ALLOWED_HOSTS", "voca.lan, bad host")], "web.allowed_hosts", "not a host name"),
         ];
         for (text, vars, key, expected) in cases {
             let e = load_str(text, vars).expect_err(key);

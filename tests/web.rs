@@ -106,6 +106,22 @@ async fn the_api_guards_every_change_and_the_page_is_absent_through_the_tunnel()
         .await
         .expect("start");
     assert_eq!(evil.status(), StatusCode::FORBIDDEN, "another site cannot start the set-up");
+    // DNS rebinding: another site's name pointed at the box's address. Refused whatever the route,
+    // the same origin notwithstanding; Twilio's routes (reached by the public name) are not affected.
+    for path in ["/api/setup/start", "/healthz", "/metrics", "/"] {
+        let rebound = anonymous
+            .post(format!("{}{path}", rig.base))
+            .header("Host", "evil.example")
+            .header("Origin", "http://evil.example")
+            .send()
+            .await
+            .expect("rebound");
+        assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+        let why = rebound.text().await.expect("text");
+        assert!(why.contains("web.allowed_hosts") && why.contains("evil.example"), "{why}");
+    }
+    let twilio = anonymous.post(format!("{}/twilio/voice", rig.base)).header("Host", "box.example.net").send();
+    assert_eq!(twilio.await.expect("twilio").status(), StatusCode::FORBIDDEN, "unsigned, but not misdirected");
 
     let (http, csrf) = set_up(&rig).await;
     assert_eq!(http.get(format!("{}/api/status", rig.base)).send().await.expect("status").status(), StatusCode::OK);

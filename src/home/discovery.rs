@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{slug, Config};
+use crate::config::{hostname, slug, Config};
 
 /// The box's topics: `<base>/availability`, `<base>/state/<entity>`, `<base>/command/<entity>`,
 /// `<base>/event`; discovery under `<prefix>/<component>/<node>/<object>/config`.
@@ -76,10 +76,6 @@ fn page_url(config: &Config) -> String {
     } else {
         format!("http://{}/", addr)
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "voca".into())
 }
 
 /// Every discovery message: (config topic, payload).

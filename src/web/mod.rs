@@ -5,13 +5,15 @@
 //! - [`api`]; the JSON API under `/api/` that the page itself uses;
 //! - [`live`]; Server-Sent Events from the state bus and the call log;
 //! - [`pages`]; the page and its assets, embedded in the binary;
-//! - [`metrics`]; `/metrics` in Prometheus' text format.
+//! - [`metrics`]; `/metrics` in Prometheus' text format;
+//! - [`host`]; only requests for the box's own names (a defence against DNS rebinding).
 //!
 //! None of it is reachable through the tunnel: `app` gives the tunnel Twilio's routes alone.
 
 pub mod api;
 pub mod auth;
 pub mod health;
+pub mod host;
 pub mod live;
 pub mod metrics;
 pub mod pages;
@@ -48,5 +50,6 @@ pub fn router(lan: Lan) -> Router {
         .merge(health::routes(lan.status.clone()))
         .merge(pages::routes())
         .merge(api::routes(lan.clone()))
-        .merge(metrics::routes(lan))
+        .merge(metrics::routes(lan.clone()))
+        .layer(axum::middleware::from_fn_with_state(lan, host::only_the_box))
 }
