@@ -528,12 +528,14 @@ impl Store {
                         check.rows_cleared += 1;
                     }
                 }
-                let named: std::collections::HashSet<&str> = rows.iter().map(|(_, f)| f.as_str()).collect();
+                // By file name: the folder may have been named differently (relative, absolute) before.
+                let named: std::collections::HashSet<&std::ffi::OsStr> =
+                    rows.iter().filter_map(|(_, f)| Path::new(f).file_name()).collect();
                 for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "wav")) {
-                    let shown = path.display().to_string();
-                    if named.contains(shown.as_str()) {
+                    if path.file_name().is_some_and(|n| named.contains(n)) {
                         continue;
                     }
+                    let shown = path.display().to_string();
                     let sid = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next()).unwrap_or("");
                     let attached = tx.execute(
                         "UPDATE calls SET voicemail = ?2, waiting = 1 WHERE call_sid = ?1 AND voicemail IS NULL",

@@ -244,7 +244,6 @@ pub fn speech_ends(audio: &[i16]) -> Vec<usize> {
     ends
 }
 
-/// Runs one simulated call to its end.
 /// Twilio's `start` message for a stream of `call_sid`, carrying the TwiML's `<Parameter>`s.
 pub fn start_message(
     call_sid: &str,
@@ -258,6 +257,7 @@ pub fn start_message(
     .to_string()
 }
 
+/// Runs one simulated call to its end.
 pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     let http = reqwest::Client::new();
     let url = format!("{}{}", call.base, call.voice_path);

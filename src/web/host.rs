@@ -23,12 +23,14 @@ pub fn is_the_box(host: &str, hostname: &str, allowed: &[String]) -> bool {
     if name.parse::<std::net::IpAddr>().is_ok() {
         return true;
     }
-    let same = |other: &str| name.eq_ignore_ascii_case(other);
-    same("localhost")
-        || same(hostname)
-        || name.len() == hostname.len() + 6
-            && name.to_ascii_lowercase() == format!("{}.local", hostname.to_ascii_lowercase())
-        || allowed.iter().any(|a| same(a.trim_end_matches('.')))
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b.trim_end_matches('.'));
+    same(name, "localhost")
+        || same(name, hostname)
+        || name.len() > 6 && name.is_char_boundary(name.len() - 6) && {
+            let (stem, suffix) = name.split_at(name.len() - 6);
+            suffix.eq_ignore_ascii_case(".local") && same(stem, hostname)
+        }
+        || allowed.iter().any(|a| same(name, a))
 }
 
 /// Middleware for every LAN route: 421 for requests to other names. A request without `Host` (not a
