@@ -20,7 +20,7 @@ fn config_topic(component: &str, object: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_assistant_sees_the_box_and_drives_it() {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     let ha = HomeAssistant::connect(broker.port).await;
     let rig = Rig::new(&[]).await;
     let running =
@@ -127,6 +127,33 @@ async fn home_assistant_sees_the_box_and_drives_it() {
         assert!(Instant::now() < deadline, "the box never said it");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The broker goes away, and a message is left meanwhile: Home Assistant hears of it once the
+    // broker is back (events that matter later are held; the states are sent again anyway).
+    broker.stop();
+    let mut call = SimCall::new(&rig.base, Some(AUTH_TOKEN));
+    call.from = "+15559876543".into();
+    let mut audio = vec![0i16; 8000 * 6];
+    audio.extend(common::say("나중에 전화 주세요", 8000));
+    audio.extend(vec![0i16; 8000 * 2]);
+    call.audio = audio;
+    let away = call.call_sid.clone();
+    simulator::run(&call).await.expect("the call runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.store.call(&away).await.expect("store").and_then(|c| c.voicemail).is_none() {
+        assert!(Instant::now() < deadline, "the message was not saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.restart();
+    let ha = HomeAssistant::connect(broker.port).await;
+    let held = ha
+        .wait_for("the message left while the broker was away", |m| {
+            m.topic == format!("{BASE}/event") && m.payload.contains("new_voicemail") && m.payload.contains(&away)
+        })
+        .await;
+    let held: Value = serde_json::from_str(&held.payload).expect("json");
+    assert_eq!(held["caller"], "Bob", "{held}");
+    ha.wait_state(&format!("{BASE}/state/messages_waiting"), "2").await;
 
     // A contact removed on the page: its button leaves Home Assistant.
     let mut changes = serde_json::Map::new();

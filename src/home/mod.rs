@@ -4,9 +4,10 @@
 //!
 //! One task drives the connection (rumqttc's event loop, never interrupted mid-read) and hands what
 //! arrives to the link's task. Nothing else waits on either: states and events are queued without
-//! waiting (`try_publish`) and dropped while the broker is away (every state is published again,
-//! retained, after each reconnect). It reconnects with jittered backoff, and announces itself
-//! again when Home Assistant's status topic says `online`.
+//! waiting (`try_publish`). While the broker is away, events (a missed call, a new message) wait in
+//! the queue and go out when it is back; states are not queued but all published again, retained,
+//! after each reconnect. It reconnects with jittered backoff, and announces itself again when Home
+//! Assistant's status topic says `online`.
 
 pub mod command;
 pub mod discovery;
@@ -189,22 +190,26 @@ impl Link {
                     }
                     Some(Arrived::Closed) | None => {}
                 },
-                changed = bus.changed() => if changed.is_ok() { self.publish_states() },
+                // While the broker is away only events are queued (states and configs are all sent
+                // again on connect), so the queue keeps room for what happened meanwhile.
+                changed = bus.changed() => if changed.is_ok() && connected { self.publish_states() },
                 changed = settings.changed() => if changed.is_ok() {
                     settings.borrow_and_update();
-                    self.announce();
-                    self.publish_states();
+                    if connected {
+                        self.announce();
+                        self.publish_states();
+                    }
                 },
                 written = feed.recv() => match written {
                     Ok(Written::Call { call_sid }) => {
                         self.tell_events(&call_sid).await;
                         self.read_log().await;
-                        self.publish_states();
+                        if connected { self.publish_states() }
                     }
                     Ok(Written::Turn { .. }) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         self.read_log().await;
-                        self.publish_states();
+                        if connected { self.publish_states() }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
