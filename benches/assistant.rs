@@ -13,33 +13,19 @@
 //!
 //! `make bench` runs it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voca::audio::resample::convert;
 use voca::twilio::simulator::{self, SimCall, SimResult};
 
 const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
 const QUESTIONS: [&str; 2] = ["지금 몇 시 예요", "오늘 며칠 이에요"];
 /// The `[speech]` section the assistant calls use.
 const KOREAN: &str = "language = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nrate = 175\n";
-
-fn say(text: &str) -> Vec<i16> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wav = dir.path().join("say.wav");
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "ko", "-s", "175", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .expect("espeak-ng")
-        .success();
-    assert!(ok, "espeak-ng failed");
-    let speech = voca::audio::wav::read(&wav).expect("wav");
-    convert(&speech.samples, speech.rate, 8000)
-}
 
 fn silence(seconds: f32) -> Vec<i16> {
     vec![0; (seconds * 8000.0) as usize]
@@ -178,7 +164,7 @@ fn answered_turns(r: &SimResult) -> Vec<f64> {
 fn concurrent(steps: &[usize], rt: &tokio::runtime::Runtime) {
     let mut audio = silence(3.5);
     for q in QUESTIONS {
-        audio.extend(say(q));
+        audio.extend(common::say(q));
         audio.extend(silence(3.0));
     }
     let seconds = audio.len() as f64 / 8000.0 + 1.0;
@@ -246,7 +232,7 @@ fn concurrent(steps: &[usize], rt: &tokio::runtime::Runtime) {
 
 fn cold_start(rt: &tokio::runtime::Runtime) {
     let mut audio = silence(4.0);
-    audio.extend(say(QUESTIONS[0]));
+    audio.extend(common::say(QUESTIONS[0]));
     audio.extend(silence(4.0));
     println!("cold start: a call placed right after `voca run` starts, question spoken 4 s into the call:");
     for after in [0u64, 2, 5] {
@@ -275,7 +261,7 @@ fn cold_start(rt: &tokio::runtime::Runtime) {
 fn voices(rt: &tokio::runtime::Runtime) {
     let mut audio = silence(6.0); // the greeting plays first
     for q in QUESTIONS.iter().cycle().take(4) {
-        audio.extend(say(q));
+        audio.extend(common::say(q));
         audio.extend(silence(6.0));
     }
     println!("voices: end of caller speech -> first reply audio, 3 calls x 4 turns, one call at a time:");

@@ -7,11 +7,12 @@
 //! the end, both with no call in progress, and fails if they did not stay flat: memory within 10 % (or 16 MiB, whichever is more),
 //! file descriptors and threads within 4 of the start.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voca::audio::resample::convert;
 use voca::twilio::simulator::{self, SimCall};
 
 const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
@@ -45,21 +46,6 @@ fn sample(pid: u32, started: Instant, calls: usize) -> Sample {
         threads: field("Threads:") as usize,
         calls,
     }
-}
-
-fn say(text: &str) -> Vec<i16> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wav = dir.path().join("say.wav");
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "ko", "-s", "160", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .expect("espeak-ng")
-        .success();
-    assert!(ok, "espeak-ng failed");
-    let speech = voca::audio::wav::read(&wav).expect("wav");
-    convert(&speech.samples, speech.rate, 8000)
 }
 
 fn start_box(dir: &Path, port: u16) -> Child {
@@ -105,7 +91,7 @@ fn main() {
 
     let gap = |s: f32| vec![0i16; (s * 8000.0) as usize];
     let phrases = ["안녕하세요", "지금 몇 시예요", "메시지를 남기고 싶어요", "고맙습니다 안녕히 계세요"];
-    let spoken: Vec<Vec<i16>> = phrases.iter().map(|p| say(p)).collect();
+    let spoken: Vec<Vec<i16>> = phrases.iter().map(|p| common::say(p)).collect();
     // One call: two things said with pauses for the box's answers.
     let script = |n: usize| -> Vec<i16> {
         let mut audio = gap(2.0);

@@ -75,6 +75,16 @@ fn start(dir: &std::path::Path, port: u16) -> Spawned {
         .expect("voca runs")
 }
 
+/// The box on a free port, once it answers: (process, port, base URL).
+async fn start_answering(dir: &std::path::Path) -> (Spawned, u16, String) {
+    let port = common::debian::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = start(dir, port);
+    let http = reqwest::Client::new();
+    wait_until("the box answers", Duration::from_secs(60), || healthy(&http, &base)).await;
+    (child, port, base)
+}
+
 async fn healthy(http: &reqwest::Client, base: &str) -> bool {
     http.get(format!("{base}/healthz"))
         .timeout(Duration::from_secs(5))
@@ -259,11 +269,8 @@ async fn stranger(base: String) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twice_the_load_and_a_flood_of_abuse_leave_live_calls_paced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = common::debian::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
+    let (mut child, port, base) = start_answering(dir.path()).await;
     let http = reqwest::Client::new();
-    wait_until("the box answers", Duration::from_secs(60), || healthy(&http, &base)).await;
     assert!(child.try_wait().expect("wait").is_none());
     let pid = child.id();
 
@@ -398,11 +405,7 @@ async fn twice_the_load_and_a_flood_of_abuse_leave_live_calls_paced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_requests_get_clear_refusals() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = common::debian::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
-    let http = reqwest::Client::new();
-    wait_until("the box answers", Duration::from_secs(60), || healthy(&http, &base)).await;
+    let (mut child, port, base) = start_answering(dir.path()).await;
     // Each refusal may close its connection: one connection per request.
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
 
