@@ -474,18 +474,19 @@ async fn a_hanging_llm_gets_the_offline_answer_in_time_and_the_call_goes_on() {
     call.linger = Duration::from_secs(6);
     let r = simulator::run(&call).await.expect("call");
     let turns = b.turns_at_least(&r.call_sid, 2 * questions.len()).await;
-    let heard = turns.iter().filter(|(who, _)| who == "caller").count();
-    assert!(heard >= 1, "the caller was heard: {turns:?}");
-    assert!(asked.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the LLM was asked");
+    // Free-form decoding of espeak-ng's Korean is rough: a turn may happen to hit an offline rule
+    // (and never reach the LLM). Each question the LLM was asked opened a connection that hangs.
+    let asked = asked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(asked >= 1, "the LLM was asked: {turns:?}");
     let offline = turns.iter().filter(|(who, text)| who == "box" && text == OFFLINE).count();
-    assert_eq!(offline, heard, "every question the LLM did not answer got the offline answer: {turns:?}");
+    assert_eq!(offline, asked, "every question the LLM did not answer got the offline answer: {turns:?}");
     for pair in turns.chunks(2) {
-        assert_eq!((pair[0].0.as_str(), pair[1].0.as_str()), ("caller", "box"), "{turns:?}");
+        assert_eq!((pair[0].0.as_str(), pair[1].0.as_str()), ("caller", "box"), "every turn answered: {turns:?}");
     }
-    // The reply waited for the timeout, not for ever.
+    // Those replies waited for the timeout, not for ever.
     let latencies: Vec<u64> = r.turns.iter().filter_map(|t| t.latency_ms).collect();
-    assert!(!latencies.is_empty(), "the caller heard a reply: {:?}", r.turns);
-    assert!(latencies.iter().all(|&ms| ms >= 1500), "replies waited for the LLM's timeout: {latencies:?}");
+    assert!(latencies.iter().any(|&ms| ms >= 1500), "a reply waited for the LLM's timeout: {latencies:?}");
+    assert!(latencies.iter().all(|&ms| ms < 10_000), "no reply waited much longer: {latencies:?}");
     let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
     assert_eq!(record.outcome.as_deref(), Some("completed"), "{record:?}");
     held.abort();
