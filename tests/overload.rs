@@ -189,8 +189,8 @@ async fn slowloris(port: u16) -> (usize, Duration) {
 }
 
 /// An admitted call whose Media Stream sends messages as fast as the connection takes them for
-/// [`ABUSE`] (media frames, with a malformed one now and then); returns how many it sent and
-/// whether the box ended the call cleanly (the stream closed after `stop`).
+/// [`ABUSE`] (media frames, with a malformed one now and then), then `stop`; returns how many it
+/// sent (into the connection: the box reads them at its own rate).
 async fn media_flood(base: String) -> usize {
     let http = reqwest::Client::new();
     let sid = simulator::random_sid("CA");
