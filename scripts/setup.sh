@@ -8,7 +8,8 @@
 #                            cross gcc, multiarch ALSA and C++ runtime, the Rust target, libvosk (and
 #                            for aarch64 libonnxruntime) for it
 #   scripts/setup.sh test-tools
-#                            the twilio and piper-tts Python packages (oracles) and the Prism mock (npm)
+#                            the twilio and piper-tts Python packages (oracles), the Prism mock (npm) and
+#                            Twilio's OpenAPI spec for it (npm @twilio-alpha/mcp, pinned by sha256)
 #   scripts/setup.sh deb-tools
 #                            cargo-deb and dpkg-dev, for `make deb`
 #   scripts/setup.sh test-rootfs
@@ -31,6 +32,9 @@ TWILIO_PY_VERSION=9.13.0
 PIPER_PY_VERSION=1.8.0
 ONNXRUNTIME_VERSION=1.32.0
 PRISM_VERSION=5.16.0
+# Twilio's OpenAPI spec (MIT) as the npm package @twilio-alpha/mcp carries it.
+TWILIO_SPEC_PACKAGE=@twilio-alpha/mcp
+TWILIO_SPEC_VERSION=0.7.0
 NODE_VERSION=20.20.2
 CARGO_DEB_VERSION=3.8.0
 
@@ -199,6 +203,21 @@ case "${1:-}" in
       printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$node" "$prism_js" > "$CACHE/prism/prism"
       chmod +x "$CACHE/prism/prism"
       "$CACHE/prism/prism" --version >/dev/null || { echo "Prism does not start with $node" >&2; exit 1; }
+    fi
+    # Twilio's API spec for Prism: from the pinned npm tarball, checked, with explicit form-array
+    # encoding added so Prism accepts repeated keys (StatusCallbackEvent=a&StatusCallbackEvent=b).
+    spec=$CACHE/twilio-spec/twilio_api_v2010.arrays-explode.json
+    if [ ! -s "$spec" ]; then
+      mkdir -p "$CACHE/twilio-spec"
+      tarball=$CACHE/twilio-spec/twilio-alpha-mcp-$TWILIO_SPEC_VERSION.tgz
+      if [ ! -f "$tarball" ]; then
+        say "downloading Twilio's OpenAPI spec ($TWILIO_SPEC_PACKAGE@$TWILIO_SPEC_VERSION, npm)"
+        (cd "$CACHE/twilio-spec" && npm pack --silent "$TWILIO_SPEC_PACKAGE@$TWILIO_SPEC_VERSION" >/dev/null)
+      fi
+      verify "$tarball"
+      tar -xzf "$tarball" -C "$CACHE/twilio-spec" --strip-components=4 package/twilio-oai/spec/json/twilio_api_v2010.json
+      python3 scripts/twilio-spec-arrays.py "$CACHE/twilio-spec/twilio_api_v2010.json" "$spec.part"
+      mv "$spec.part" "$spec"
     fi
     # The LAN page's tests drive a real browser (chromium through chromedriver's WebDriver) and
     # validate /metrics with promtool (from Debian's prometheus package).

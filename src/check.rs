@@ -256,7 +256,7 @@ pub async fn twilio_checks(config: &Config) -> Vec<Outcome> {
 }
 
 fn model_check(speech: &crate::config::SpeechConfig) -> Outcome {
-    let path = speech.model_path();
+    let path = crate::speech::models::model_path(speech);
     match stt::load_model(&path) {
         Ok(loaded) => Outcome::pass(
             "model",

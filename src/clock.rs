@@ -3,15 +3,14 @@
 //! up. Everything that measures time spans (sessions, rate limits, timeouts, retry pauses) uses
 //! monotonic time; what must be stored as a date (call records, call-out deadlines) uses
 //! [`now_ms`], and [`follow_steps`] corrects the records made before a step: their times move with
-//! the clock, so a call-for-help queued before NTP set the clock neither expires at once (clock
+//! the clock (whoever keeps the records says how, see [`Step`]), so a call-for-help queued before NTP set the clock neither expires at once (clock
 //! stepped forward) nor waits years (stepped back), and the call log shows when calls really were.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-
-use crate::store::Store;
 
 /// How often the wall clock is compared with the monotonic one.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -42,6 +41,15 @@ struct Look {
 
 static LOOK: tokio::sync::Mutex<Option<Look>> = tokio::sync::Mutex::const_new(None);
 
+/// A step of the wall clock: what was recorded since `since` and before `before` (both by the
+/// old clock) was timed by the old clock and moves by `jump` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub jump: i64,
+    pub since: i64,
+    pub before: i64,
+}
+
 /// A run of the box begins: records from now on are this run's (see [`settle`]).
 pub async fn begin() {
     let wall = now_ms();
@@ -51,8 +59,12 @@ pub async fn begin() {
 /// Compares the wall clock with the monotonic one since the last look; after a step, moves the
 /// times recorded since this run began (calls, turns, call-outs still to be placed) by the step
 /// before returning. The call-out queue settles before it decides what is due or expired, so a
-/// step cannot expire a call-out between two looks.
-pub async fn settle(store: &Store) {
+/// step cannot expire a call-out between two looks. `follow` moves the records; it answers how
+/// many moved, or why it could not.
+pub async fn settle<F>(follow: impl FnOnce(Step) -> F)
+where
+    F: Future<Output = Result<usize, String>>,
+{
     let mut look = LOOK.lock().await;
     let Some(last) = look.as_mut() else { return };
     let (wall, mono) = (now_ms(), Instant::now());
@@ -62,7 +74,7 @@ pub async fn settle(store: &Store) {
         return;
     }
     // Everything recorded before this look, since the run began, was timed by the old clock.
-    match store.clock_stepped(jump, last.since, wall - jump).await {
+    match follow(Step { jump, since: last.since, before: wall - jump }).await {
         Ok(moved) => tracing::info!(
             "the wall clock stepped by {} s (NTP?): {moved} record(s) and pending call-outs moved with it",
             jump / 1000
@@ -72,12 +84,15 @@ pub async fn settle(store: &Store) {
     last.since += jump;
 }
 
-/// Looks for steps every second until `shutdown`.
-pub async fn follow_steps(store: Store, shutdown: CancellationToken) {
+/// Looks for steps every second until `shutdown`; `follow` moves the records after one.
+pub async fn follow_steps<F>(follow: impl Fn(Step) -> F, shutdown: CancellationToken)
+where
+    F: Future<Output = Result<usize, String>>,
+{
     let mut tick = tokio::time::interval(LOOK_EVERY);
     loop {
         tokio::select! {
-            _ = tick.tick() => settle(&store).await,
+            _ = tick.tick() => settle(&follow).await,
             () = shutdown.cancelled() => return,
         }
     }

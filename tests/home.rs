@@ -168,7 +168,7 @@ async fn home_assistant_sees_the_box_and_drives_it() {
     assert!(kept.retain && kept.payload == "offline", "{kept:?}");
 }
 
-fn running_settings(running: &voca::app::Running) -> voca::settings::Settings {
+fn running_settings(running: &voca::app::Running) -> voca::config::settings::Settings {
     running.settings.clone()
 }
 

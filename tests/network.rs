@@ -182,7 +182,7 @@ async fn a_call_out_asked_for_offline_is_placed_once_after_reconnecting() {
     let mut updates = running.callout.updates();
     let id = running.callout.request(&alice, false).await.expect("queued");
     let update = tokio::time::timeout(Duration::from_secs(5), updates.recv()).await.expect("update").expect("open");
-    assert_eq!(update, voca::callout::Update::Queued { id });
+    assert_eq!(update, voca::call::callout::Update::Queued { id });
     tokio::time::sleep(Duration::from_millis(700)).await;
     let rows = running.store.callouts().await.expect("rows");
     assert_eq!(rows.len(), 1);

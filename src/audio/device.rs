@@ -289,12 +289,12 @@ impl Speaker {
     /// that then fails at once).
     fn play_on(&self, pcm: &PCM, device_rate: u32, faults: &FaultReporter) -> Result<(), alsa::Error> {
         let io = pcm.io_i16()?;
-        let mut convert = crate::audio::resample::Converter::new(crate::speech::tts::BOX_RATE, device_rate);
+        let mut convert = crate::audio::resample::Converter::new(crate::audio::BOX_RATE, device_rate);
         let mut period = [0i16; FRAME_LEN];
         let mut clock = Clock::new();
         while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
             self.next_period(&mut period);
-            let out = if device_rate == crate::speech::tts::BOX_RATE { period.to_vec() } else { convert.push(&period) };
+            let out = if device_rate == crate::audio::BOX_RATE { period.to_vec() } else { convert.push(&period) };
             let mut written = 0;
             while written < out.len() {
                 match io.writei(&out[written..]) {
@@ -429,7 +429,7 @@ impl Microphone {
     fn capture_from(&self, pcm: &PCM, negotiated: Negotiated, faults: &FaultReporter) -> Result<(), alsa::Error> {
         let io = pcm.io_i16()?;
         pcm.start().or_else(|e| pcm.try_recover(e, true))?;
-        let mut convert = crate::audio::resample::Converter::new(negotiated.rate, crate::speech::tts::BOX_RATE);
+        let mut convert = crate::audio::resample::Converter::new(negotiated.rate, crate::audio::BOX_RATE);
         let mut period = vec![0i16; (negotiated.rate / 50) as usize];
         let mut pending: Vec<i16> = Vec::with_capacity(2 * FRAME_LEN);
         let mut frame = [0i16; FRAME_LEN];
@@ -442,7 +442,7 @@ impl Microphone {
                     continue;
                 }
             };
-            if negotiated.rate == crate::speech::tts::BOX_RATE {
+            if negotiated.rate == crate::audio::BOX_RATE {
                 pending.extend_from_slice(&period[..n]);
             } else {
                 pending.extend(convert.push(&period[..n]));

@@ -101,7 +101,7 @@ pub struct Transfer {
     pub rest: crate::twilio::rest::RestClient,
     pub caller_id: crate::config::E164,
     /// The configuration in effect, for its contacts.
-    pub settings: crate::settings::Live,
+    pub settings: crate::config::settings::Live,
 }
 
 impl std::fmt::Debug for SpeechKit {
@@ -304,7 +304,7 @@ impl AssistantCall {
     fn barge_in(&mut self, out: &mut Outbox, why: &str) {
         if out.is_playing() || self.speaking.is_some() {
             info!("barge-in ({why}): reply cut");
-            crate::metrics::BARGE_INS.inc();
+            crate::telemetry::metrics::BARGE_INS.inc();
             out.clear();
             if let Some((speech, _)) = self.speaking.take() {
                 speech.cancel();
@@ -397,7 +397,7 @@ impl AssistantCall {
     fn play_reply(&mut self, chunk: &[i16], out: &mut Outbox) {
         if let Some(heard) = self.heard_at.take() {
             debug!(turn = self.turn, ms = heard.elapsed().as_millis() as u64, "transcript -> first reply audio");
-            crate::metrics::TURN_LATENCY.observe(heard.elapsed());
+            crate::telemetry::metrics::TURN_LATENCY.observe(heard.elapsed());
         }
         out.play(chunk, &format!("reply-{}", self.turn))
     }
@@ -467,7 +467,7 @@ impl AssistantCall {
             Heard::Final { text, lag, decode, pass } => {
                 debug!(?pass, decode_ms = decode.as_millis() as u64, lag_ms = lag.as_millis() as u64, "transcript");
                 self.heard_at = Some(Instant::now());
-                crate::metrics::RECOGNIZER_LAG.observe(lag);
+                crate::telemetry::metrics::RECOGNIZER_LAG.observe(lag);
                 if lag > Duration::from_secs(1) {
                     if let Some(more) = LAGGING.check() {
                         warn!(

@@ -107,7 +107,7 @@ struct Inner {
 
 pub struct Registry {
     /// The limits in effect (lists and rate limit change from the LAN page while the box runs).
-    settings: crate::settings::Live,
+    settings: crate::config::settings::Live,
     inner: Mutex<Inner>,
 }
 
@@ -128,11 +128,11 @@ impl Registry {
     pub fn new(limits: CallsConfig) -> Self {
         let mut config = crate::config::Config::defaults();
         config.calls = limits;
-        Self::live(crate::settings::Live::new(config))
+        Self::live(crate::config::settings::Live::new(config))
     }
 
     /// A registry that follows the configuration in effect.
-    pub fn live(settings: crate::settings::Live) -> Self {
+    pub fn live(settings: crate::config::settings::Live) -> Self {
         Self { settings, inner: Mutex::new(Inner::default()) }
     }
 

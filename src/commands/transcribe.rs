@@ -21,7 +21,7 @@ pub async fn utterances(config: &Config, audio: Vec<i16>) -> anyhow::Result<Vec<
     let assistant = Assistant::new(config);
     let warm_up = tts.prompt(&assistant.greeting).await;
     // A missing model is an error here, not a download (`voca models fetch` is the command for that).
-    let stt = Stt::start(SttOptions { download: None, ..SttOptions::new(config, &assistant, 1, warm_up) });
+    let stt = Stt::start(SttOptions { download: None, ..SttOptions::new(config, assistant.grammar(), 1, warm_up) });
     if let ModelState::Failed(why) = stt.ready().await {
         anyhow::bail!("{why}");
     }

@@ -6,6 +6,29 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+/// Which engine speaks (`speech.tts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TtsKind {
+    /// A Piper voice (`speech.voice` names it), espeak-ng if it cannot load.
+    #[default]
+    Piper,
+    Espeak,
+}
+
+/// How the box recognises speech (`speech.recognition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recognition {
+    /// The assistant's own phrases first (a closed grammar: exact and cheap); an utterance the
+    /// grammar cannot place is decoded again, free-form, so words outside it are still caught.
+    GrammarFirst,
+    /// Only the assistant's phrases.
+    Grammar,
+    /// Free-form only (the model's whole vocabulary, on every frame).
+    Free,
+}
+
 /// A secret (auth token, API key). It has no `Display`, and its `Debug` never shows the value,
 /// so it cannot leak through logs, errors or `{:?}` dumps of the configuration.
 #[derive(Clone, Default, PartialEq, Eq)]

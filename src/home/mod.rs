@@ -23,9 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::appliance::Appliance;
 use crate::call::registry::Registry;
+use crate::config::settings::Settings;
 use crate::config::{mask_phone, Config};
 use crate::events::{Activity, DeviceState, StateBus};
-use crate::settings::Settings;
 use crate::store::{Store, Written};
 use command::Command;
 use discovery::Topics;
@@ -130,7 +130,7 @@ enum Arrived {
 /// Drives rumqttc's event loop (which must not be interrupted mid-read) and hands over what
 /// arrives; after a failure it pauses (jittered, doubling to a minute) before the next attempt.
 async fn drive(mut events: EventLoop, to_link: tokio::sync::mpsc::Sender<Arrived>) {
-    let mut backoff = crate::tunnel::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut backoff = crate::net::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let arrived = match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

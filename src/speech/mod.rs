@@ -1,6 +1,7 @@
 //! Speech on the box: VOSK models (catalogue, download, install, load), recognition (the listening
 //! loop and the recognizer pool), speech synthesis (Piper voices, espeak-ng) and the voices on the box.
 
+pub mod grammar;
 pub mod listen;
 pub mod models;
 pub mod prompts;

@@ -12,6 +12,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::config::{SpeechConfig, PACKAGED_MODELS};
+
 /// A model the box knows how to download.
 #[derive(Debug, Clone, Copy)]
 pub struct CatalogEntry {
@@ -80,6 +82,25 @@ pub fn test_model_path() -> PathBuf {
 
 pub fn is_model_dir(path: &Path) -> bool {
     MARKERS.iter().all(|m| path.join(m).is_file())
+}
+
+/// The model's folder: a path as given, else `models_dir/NAME`, else (when only a model package
+/// has it) `/usr/share/voca/models/NAME`.
+pub fn model_path(speech: &SpeechConfig) -> PathBuf {
+    model_path_with(speech, Path::new(PACKAGED_MODELS))
+}
+
+fn model_path_with(speech: &SpeechConfig, packaged: &Path) -> PathBuf {
+    let as_path = Path::new(&speech.model);
+    if as_path.is_absolute() || speech.model.contains('/') {
+        return as_path.to_path_buf();
+    }
+    let own = speech.models_dir.join(&speech.model);
+    let from_package = packaged.join(&speech.model);
+    if !is_model_dir(&own) && is_model_dir(&from_package) {
+        return from_package;
+    }
+    own
 }
 
 /// The models installed under `dir`, by name.
@@ -353,6 +374,34 @@ fn model_root<'a>(names: impl Iterator<Item = &'a str>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_from_a_package_is_found_when_models_dir_has_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let packaged = dir.path().join("packaged");
+        for marker in ["am/final.mdl", "conf/model.conf"] {
+            let file = packaged.join("m").join(marker);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::write(file, b"x").expect("write");
+        }
+        let mut speech = crate::config::Config::defaults().speech;
+        speech.model = "m".into();
+        speech.models_dir = dir.path().join("own");
+        assert_eq!(model_path_with(&speech, &packaged), packaged.join("m"));
+        std::fs::create_dir_all(dir.path().join("own/m/am")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("own/m/conf")).expect("mkdir");
+        std::fs::write(dir.path().join("own/m/am/final.mdl"), b"x").expect("write");
+        std::fs::write(dir.path().join("own/m/conf/model.conf"), b"x").expect("write");
+        assert_eq!(model_path_with(&speech, &packaged), dir.path().join("own/m"), "the box's own copy wins");
+    }
+
+    #[test]
+    fn model_names_resolve_under_the_models_dir() {
+        let mut s = crate::config::Config::defaults().speech;
+        assert_eq!(model_path(&s), Path::new("models/vosk-model-small-en-us-0.15"));
+        s.model = "/opt/models/x".into();
+        assert_eq!(model_path(&s), Path::new("/opt/models/x"));
+    }
 
     fn write_zip(path: &Path, files: &[(&str, &[u8])]) {
         let mut zip = zip::ZipWriter::new(File::create(path).expect("create"));

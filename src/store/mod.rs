@@ -578,6 +578,25 @@ impl Store {
         Ok(removed)
     }
 
+    /// Settles the wall clock (see [`crate::clock::settle`]): after a step, this run's records and
+    /// the pending call-outs move with it.
+    pub async fn settle_clock(&self) {
+        crate::clock::settle(|step| self.follow_step(step)).await;
+    }
+
+    /// Follows the wall clock's steps until `shutdown`.
+    pub async fn follow_clock(self, shutdown: tokio_util::sync::CancellationToken) {
+        crate::clock::follow_steps(|step| self.clone().follow_owned(step), shutdown).await;
+    }
+
+    async fn follow_step(&self, step: crate::clock::Step) -> Result<usize, String> {
+        self.clock_stepped(step.jump, step.since, step.before).await.map_err(|e| e.to_string())
+    }
+
+    async fn follow_owned(self, step: crate::clock::Step) -> Result<usize, String> {
+        self.follow_step(step).await
+    }
+
     /// The wall clock stepped by `jump` ms: the times recorded in `[since, before)` (this run, by
     /// the old clock) move with it, and so do the deadlines and next tries of call-outs still to
     /// be placed that were asked for before it. Returns how many rows moved.

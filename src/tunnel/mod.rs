@@ -21,10 +21,10 @@ use tracing::{error, info, warn};
 
 use crate::config::E164;
 use crate::events::StateBus;
+use crate::net::{Backoff, Server};
 use crate::twilio::number::{self, Setup};
 use crate::twilio::rest::RestClient;
 use crate::twilio::PublicUrl;
-use crate::web::Server;
 
 /// A byte stream that arrived through the tunnel.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -64,31 +64,6 @@ pub trait Dialer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Opens a tunnel; the error says why not (shown in logs and on the status page).
     fn open(&self) -> BoxFuture<'static, Result<Opened, String>>;
-}
-
-/// Pauses between attempts: from `first`, doubling up to `max`, each scaled by a random factor in
-/// [0.5, 1.5) so many boxes do not reconnect in step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self { first, max: max.max(first), next: first }
-    }
-
-    pub fn pause(&mut self) -> Duration {
-        let pause = crate::twilio::rest::jittered(self.next);
-        self.next = (self.next * 2).min(self.max);
-        pause
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
 }
 
 /// Keeps a tunnel open until `shutdown`: serves its connections with `server`, sets `public` to its
@@ -134,7 +109,7 @@ pub async fn supervise(
                         Some(signal) = signals.recv() => match signal {
                             Signal::Reconnecting(why) => {
                                 warn!(provider = dialer.name(), "tunnel lost ({why}): reconnecting");
-                                crate::metrics::TUNNEL_RECONNECTS.inc();
+                                crate::telemetry::metrics::TUNNEL_RECONNECTS.inc();
                                 down(why);
                             }
                             Signal::Reconnected => {
@@ -246,7 +221,7 @@ mod tests {
 
     fn server(shutdown: &CancellationToken) -> Server {
         let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok from the box" }));
-        Server::new(router, shutdown.clone(), tokio_util::task::TaskTracker::new())
+        Server::new(router, shutdown.clone(), tokio_util::task::TaskTracker::new(), Duration::from_secs(5))
     }
 
     async fn wait_for(bus: &StateBus, what: impl Fn(&crate::events::Snapshot) -> bool) {
@@ -306,17 +281,5 @@ mod tests {
         assert_eq!(public.get().as_str(), "https://second.example.net/");
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
-        let pauses: Vec<Duration> = (0..6).map(|_| b.pause()).collect();
-        for (pause, nominal) in pauses.iter().zip([1, 2, 4, 8, 8, 8]) {
-            let nominal = Duration::from_secs(nominal);
-            assert!(*pause >= nominal / 2 && *pause < nominal * 3 / 2, "{pause:?} around {nominal:?}");
-        }
-        b.reset();
-        assert!(b.pause() < Duration::from_millis(1500));
     }
 }

@@ -6,7 +6,6 @@ pub mod rest;
 pub mod signature;
 pub mod simulator;
 pub mod twiml;
-pub mod webhook;
 
 /// The base URL Twilio reaches the box at. It changes when a tunnel reconnects with a new address;
 /// webhooks are verified against the current one. Cheap to clone (one shared value).

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::{AccountSid, Secret, TwilioConfig, E164};
+use crate::net::Backoff;
 use crate::twilio::media::CallSid;
 
 const API_VERSION: &str = "2010-04-01";
@@ -348,6 +349,7 @@ impl RestClient {
         retry: Retry,
     ) -> Result<bytes::Bytes, RestError> {
         let mut attempt = 0;
+        let mut backoff = Backoff::new(self.backoff, self.backoff * 2u32.pow(ATTEMPTS));
         loop {
             attempt += 1;
             let mut request = self
@@ -370,9 +372,9 @@ impl RestClient {
                     }
                     let error = self.api_error(what, status, &body);
                     if status.is_server_error() {
-                        crate::metrics::TWILIO_ERRORS_5XX.inc();
+                        crate::telemetry::metrics::TWILIO_ERRORS_5XX.inc();
                     } else {
-                        crate::metrics::TWILIO_ERRORS_4XX.inc();
+                        crate::telemetry::metrics::TWILIO_ERRORS_4XX.inc();
                     }
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS
                         || (status.is_server_error() && retry == Retry::Idempotent);
@@ -382,7 +384,7 @@ impl RestClient {
                     (retry_after, error)
                 }
                 Err(e) => {
-                    crate::metrics::TWILIO_ERRORS_TRANSPORT.inc();
+                    crate::telemetry::metrics::TWILIO_ERRORS_TRANSPORT.inc();
                     let error = self.transport(what, &e);
                     if retry == Retry::Never || !(e.is_connect() || retry == Retry::Idempotent) {
                         return Err(error);
@@ -393,7 +395,8 @@ impl RestClient {
             if attempt >= ATTEMPTS {
                 return Err(error);
             }
-            let pause = wait.unwrap_or_else(|| jittered(self.backoff * 2u32.pow(attempt - 1)));
+            let nominal = backoff.pause();
+            let pause = wait.unwrap_or(nominal);
             tracing::warn!("{error}: retrying in {} ms (attempt {attempt} of {ATTEMPTS})", pause.as_millis());
             tokio::time::sleep(pause).await;
         }
@@ -459,13 +462,6 @@ pub fn decode_answers(body: &[u8]) -> usize {
         + ok(serde_json::from_slice::<CallPage>(body).is_ok())
         + ok(serde_json::from_slice::<RecordingPage>(body).is_ok())
         + ok(serde_json::from_slice::<ErrorBody>(body).is_ok())
-}
-
-/// `base` scaled by a random factor in [0.5, 1.5), so many boxes do not retry in step.
-pub(crate) fn jittered(base: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = getrandom::getrandom(&mut b);
-    base.mul_f64(0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0)
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::auth::{self, AuthError};
-use super::server::Peer;
 use super::Lan;
+use crate::config::settings::SettingsError;
 use crate::config::{mask_phone, Config, Contact};
-use crate::settings::SettingsError;
+use crate::net::Peer;
 use crate::store::CallRecord;
 use crate::twilio::media::CallSid;
 
@@ -532,7 +532,7 @@ fn contacts_list(contacts: &[Contact]) -> Vec<Value> {
 }
 
 /// Validates and stores `changes` off the runtime (the settings file is synced to the card).
-async fn save(lan: &Lan, changes: Map<String, Value>) -> Result<crate::settings::Saved, SettingsError> {
+async fn save(lan: &Lan, changes: Map<String, Value>) -> Result<crate::config::settings::Saved, SettingsError> {
     let settings = lan.settings.clone();
     match tokio::task::spawn_blocking(move || settings.update(&changes)).await {
         Ok(saved) => saved,

@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, Method};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::server::Peer;
+use crate::net::Peer;
 
 /// The password's file under `device.data_dir`.
 pub const PASSWORD_FILE: &str = "web-password";

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::Lan;
-use crate::metrics as m;
+use crate::telemetry::metrics as m;
 
 pub fn routes(lan: Lan) -> Router {
     Router::new().route("/metrics", get(metrics)).with_state(lan)

@@ -17,17 +17,15 @@ pub mod host;
 pub mod live;
 pub mod metrics;
 pub mod pages;
-pub mod server;
 
 pub use health::Status;
-pub use server::{finish, serve, Peer, Server};
 
 use std::path::PathBuf;
 
 use axum::Router;
 
 use crate::appliance::Appliance;
-use crate::settings::Settings;
+use crate::config::settings::Settings;
 use crate::store::Store;
 
 /// What the LAN routes work with. Cheap to clone.

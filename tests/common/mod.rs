@@ -74,7 +74,7 @@ impl Drop for Prism {
 pub fn spec() -> PathBuf {
     std::env::var_os("VOCA_TWILIO_SPEC")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/twilio-oai/twilio_api_v2010.arrays-explode.json"))
+        .unwrap_or_else(|| repo().join(".cache/twilio-spec/twilio_api_v2010.arrays-explode.json"))
 }
 
 /// Starts `prism mock` (installed by `make test` under .cache/prism) on a free loopback port.
@@ -82,7 +82,11 @@ pub fn start_prism() -> Prism {
     // A wrapper `make test` writes: Prism with a Node that can run it.
     let bin = repo().join(".cache/prism/prism");
     assert!(bin.exists(), "{} is missing: `make test` installs it (npm @stoplight/prism-cli)", bin.display());
-    assert!(spec().exists(), "Twilio's spec is missing at {} (set VOCA_TWILIO_SPEC)", spec().display());
+    assert!(
+        spec().exists(),
+        "Twilio's spec is missing at {} (`make test` installs it; or set VOCA_TWILIO_SPEC)",
+        spec().display()
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut child = std::process::Command::new(bin)
         .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])

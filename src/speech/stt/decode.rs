@@ -126,7 +126,7 @@ impl Recognizers {
     fn place(&self, heard: &str) -> Option<(Option<String>, bool)> {
         let (_, phrases) = self.grammar.as_ref()?;
         let unknown = self.unknown_word.is_some_and(|u| heard.split(' ').any(|w| w == u));
-        Some((crate::assistant::pick_phrase(heard, phrases).map(str::to_owned), unknown))
+        Some((crate::speech::grammar::pick_phrase(heard, phrases).map(str::to_owned), unknown))
     }
 
     /// The live recognizer hears `audio`.
@@ -134,8 +134,8 @@ impl Recognizers {
         let rec = self.live();
         let started = std::time::Instant::now();
         let state = rec.accept_waveform(audio);
-        crate::metrics::DECODING_MICROS.add(started.elapsed().as_micros() as u64);
-        crate::metrics::DECODED_AUDIO_MICROS.add(audio.len() as u64 * 1_000_000 / 16_000);
+        crate::telemetry::metrics::DECODING_MICROS.add(started.elapsed().as_micros() as u64);
+        crate::telemetry::metrics::DECODED_AUDIO_MICROS.add(audio.len() as u64 * 1_000_000 / 16_000);
         if let Ok(vosk::DecodingState::Finalized) = state {
             // VOSK's own endpointer closed a segment inside the utterance: keep its words.
             let text = text_of(rec.result());

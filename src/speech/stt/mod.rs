@@ -81,18 +81,7 @@ fn hearable(loaded: &mut LoadedModel, phrases: Vec<String>) -> Vec<String> {
     known
 }
 
-/// How the box recognises speech (`speech.recognition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Recognition {
-    /// The assistant's own phrases first (a closed grammar: exact and cheap); an utterance the
-    /// grammar cannot place is decoded again, free-form, so words outside it are still caught.
-    GrammarFirst,
-    /// Only the assistant's phrases.
-    Grammar,
-    /// Free-form only (the model's whole vocabulary, on every frame).
-    Free,
-}
+pub use crate::config::Recognition;
 
 /// Which decoder produced a transcript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,17 +315,12 @@ pub struct SttOptions {
 }
 
 impl SttOptions {
-    /// As `config` says, with the assistant's phrases as the grammar.
-    pub fn new(
-        config: &crate::config::Config,
-        assistant: &crate::assistant::Assistant,
-        warm: usize,
-        warm_up: Vec<i16>,
-    ) -> Self {
+    /// As `config` says, with `phrases` (the assistant's) as the grammar.
+    pub fn new(config: &crate::config::Config, phrases: Vec<String>, warm: usize, warm_up: Vec<i16>) -> Self {
         Self {
-            model: config.speech.model_path(),
+            model: crate::speech::models::model_path(&config.speech),
             recognition: config.speech.recognition,
-            phrases: assistant.grammar(),
+            phrases,
             warm,
             warm_up,
             download: Self::source(&config.speech),

@@ -16,19 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use espeak::{Clause, Engine, TtsError};
 
-/// Which engine speaks (`speech.tts`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TtsKind {
-    /// A Piper voice (`speech.voice` names it), espeak-ng if it cannot load.
-    #[default]
-    Piper,
-    Espeak,
-}
+pub use crate::config::TtsKind;
 
 /// What the TTS thread speaks with.
 #[derive(Debug, Clone)]
@@ -137,8 +129,9 @@ pub fn sentences(text: &str) -> Vec<&str> {
     out
 }
 
-/// The rate everything inside the box speaks at; the phone path and the speaker convert from it.
-pub const BOX_RATE: u32 = 16_000;
+/// The rate everything inside the box speaks at (the audio floor's): the phone path and the
+/// speaker convert from it.
+pub use crate::audio::BOX_RATE;
 
 /// `samples` from 5 ms before the first sample louder than a whisper.
 fn trim_leading_silence(samples: &[i16]) -> &[i16] {

@@ -48,6 +48,8 @@ pub struct Server {
     router: Router,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// How long a connection may take to finish its request in progress once `shutdown` fires.
+    grace: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -58,11 +60,11 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Connections are tracked by `tracker`; on `shutdown` each finishes its request in progress
-    /// (at most [`crate::app::SHUTDOWN_DEADLINE`]) and closes.
-    pub fn new(router: Router, shutdown: CancellationToken, tracker: TaskTracker) -> Self {
+    /// (at most `grace`) and closes.
+    pub fn new(router: Router, shutdown: CancellationToken, tracker: TaskTracker, grace: Duration) -> Self {
         let mut builder = Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(READ_BUFFER);
-        Self { builder: Arc::new(builder), router, shutdown, tracker }
+        Self { builder: Arc::new(builder), router, shutdown, tracker, grace }
     }
 
     /// Serves one connection on a task of its own.
@@ -79,7 +81,7 @@ impl Server {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Send + 'static,
     {
-        let (builder, shutdown) = (self.builder.clone(), self.shutdown.clone());
+        let (builder, shutdown, grace) = (self.builder.clone(), self.shutdown.clone(), self.grace);
         let tagged = Peer(peer.clone());
         let router = self.router.clone();
         let service = TowerToHyperService::new(
@@ -98,7 +100,7 @@ impl Server {
                 result = connection.as_mut() => result,
                 () = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(crate::app::SHUTDOWN_DEADLINE, connection).await {
+                    match tokio::time::timeout(grace, connection).await {
                         Ok(result) => result,
                         Err(_) => {
                             warn!(%peer, "connection still busy at the shutdown deadline: closed");

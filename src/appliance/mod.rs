@@ -6,7 +6,9 @@
 //!   waiting messages.
 //! - Talk button: hold to talk to the assistant, offline (VOSK, the same assistant, espeak-ng on the
 //!   speaker); a short press answers a ringing call or plays waiting messages.
-//! - Calls on the box (intercom, ringing) reach it through [`crate::call::intercom`].
+//! - Calls on the box (intercom, ringing) reach it through [`crate::appliance::intercom`].
+
+pub mod intercom;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,12 +21,12 @@ use tracing::{info, warn};
 use crate::assistant::{Action, Assistant, Conversation};
 use crate::audio::device::{FaultReporter, Microphone, Role, Speaker};
 use crate::audio::vad::VadConfig;
+use crate::call::callout::{CallOut, Update};
 use crate::call::registry::Registry;
-use crate::callout::{CallOut, Update};
+use crate::config::settings::Live;
 use crate::config::Contact;
 use crate::events::{Activity, StateBus};
 use crate::panel::{ButtonEvent, ButtonRole, Panel, Press};
-use crate::settings::Live;
 use crate::speech::listen::Listener;
 use crate::speech::prompts::Language;
 use crate::speech::stt::{Heard, Stt};
@@ -140,7 +142,7 @@ fn fault_reporter(bus: StateBus) -> FaultReporter {
             match &fault {
                 Some(f) => {
                     warn!("audio device trouble: {f}");
-                    crate::metrics::AUDIO_FAULTS.inc();
+                    crate::telemetry::metrics::AUDIO_FAULTS.inc();
                 }
                 None if slot.is_some() => info!("{role} device is back"),
                 None => {}

@@ -1,6 +1,6 @@
 //! The box's counters and histograms for `/metrics`: lock-free statics that the parts bump where
 //! things happen (a turn answered, a barge-in, audio decoded, a tunnel reconnect, a Twilio API
-//! error, an audio device fault). [`crate::web::metrics`] renders them with the figures it reads
+//! error, an audio device fault). the LAN page's `/metrics` route renders them with the figures it reads
 //! at scrape time (calls from the call log, active calls, model state, tunnel state).
 
 use std::sync::atomic::{AtomicU64, Ordering};

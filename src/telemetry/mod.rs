@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stderr; RUST_LOG or `--log-level` choose what shows; under systemd
 //! (journald adds its own timestamps) lines are plain, without time or colour; colour only on a terminal.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::filter::Targets;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::{mask_phone, CallsConfig, Contact, E164};
 use crate::events::{DeviceState, StateBus};
+use crate::net::Backoff;
 use crate::store::{now_ms, Attempt, CallOutRow, Store};
 use crate::twilio::rest::{NewCall, RestClient, RestError};
 use crate::twilio::PublicUrl;
@@ -34,12 +35,10 @@ impl Policy {
         }
     }
 
+    /// The pause before a queued call-out is tried again: the box's one retry policy at a steady
+    /// pace (jittered), three times as often for a call for help.
     fn retry_after(&self, emergency: bool) -> Duration {
-        if emergency {
-            self.retry_every / 3
-        } else {
-            self.retry_every
-        }
+        Backoff::steady(if emergency { self.retry_every / 3 } else { self.retry_every }).pause()
     }
 }
 
@@ -154,7 +153,7 @@ impl CallOut {
     async fn place_due(&self) {
         loop {
             // A step of the wall clock moves deadlines first: it never expires a call-out by itself.
-            crate::clock::settle(&self.inner.store).await;
+            self.inner.store.settle_clock().await;
             let row = match self.inner.store.claim_due_callout(now_ms()).await {
                 Ok(Some(row)) => row,
                 Ok(None) => return,

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::responder::{Frame16k, Outbox, Purpose, Responder, FRAME_16K};
 use crate::appliance::Appliance;
 use crate::audio::device::Frame;
+use crate::call::responder::{Frame16k, Outbox, Purpose, Responder, FRAME_16K};
 use crate::twilio::media::CallSid;
 
 /// Microphone audio queued for the caller beyond this is dropped (oldest first).

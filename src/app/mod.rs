@@ -14,26 +14,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::appliance::intercom::{Fallback, IntercomCall, RingCall};
 use crate::appliance::{Appliance, LocalSpeech};
 use crate::assistant::llm::Llm;
 use crate::assistant::Assistant;
 use crate::audio::vad::VadConfig;
 use crate::audio::wav;
 use crate::call::conversation::{AssistantCall, Prompts, SpeechKit, Transfer};
-use crate::call::intercom::{Fallback, IntercomCall, RingCall};
 use crate::call::registry::Registry;
 use crate::call::responder::{Purpose, Responder, ResponderFactory, ToneResponder};
 use crate::call::session::SessionContext;
+use crate::call::webhook::{self, PhoneState};
+use crate::config::settings::{Live, Settings};
 use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
 use crate::events::{DeviceState, StateBus};
-use crate::settings::{Live, Settings};
 use crate::speech::stt::{Stt, SttOptions};
 use crate::speech::tts::{Tts, TtsOptions};
 use crate::store::Store;
 use crate::twilio::media::CallSid;
 use crate::twilio::rest::RestClient;
-use crate::twilio::webhook::{self, PhoneState};
-use crate::web;
+use crate::{net, web};
 
 /// How long tasks get to finish after a shutdown signal before the process exits anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -92,11 +92,11 @@ pub struct Running {
     /// Speech recognition, when the assistant answers calls.
     pub speech: Option<Stt>,
     /// Places (or queues) calls to contacts.
-    pub callout: crate::callout::CallOut,
+    pub callout: crate::call::callout::CallOut,
     /// The panel, speaker and microphone.
     pub appliance: Appliance,
     /// What the tunnel's connections are served by (Twilio's routes alone), for tests to reach.
-    pub tunnel: web::Server,
+    pub tunnel: net::Server,
     /// The LAN page's settings (what Home Assistant and the page change).
     pub settings: Settings,
     shutdown: CancellationToken,
@@ -152,7 +152,7 @@ async fn speech_kit(config: &Config, settings: &Live, store: &Store, rest: Optio
     let assistant = Arc::new(Assistant::new(config));
     let prompts = Prompts::render(&tts, &assistant).await;
     let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
-    let stt = Stt::start(SttOptions::new(config, &assistant, warm, prompts.greeting.get().to_vec()));
+    let stt = Stt::start(SttOptions::new(config, assistant.grammar(), warm, prompts.greeting.get().to_vec()));
     let transfer = match (rest, &config.twilio.phone_number) {
         (Some(rest), Some(number)) => Some(Transfer { rest, caller_id: number.clone(), settings: settings.clone() }),
         _ => None,
@@ -247,7 +247,7 @@ fn start_network(
     state: &StateBus,
     rest: Option<RestClient>,
     public: &crate::twilio::PublicUrl,
-    server: web::Server,
+    server: net::Server,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -260,7 +260,7 @@ fn start_network(
         }
         TunnelProvider::Ngrok => {
             let dialer = Arc::new(crate::tunnel::ngrok::NgrokDialer::new(&config.tunnel));
-            let backoff = crate::tunnel::Backoff::new(Duration::from_secs(1), config.tunnel.reconnect_max.into());
+            let backoff = net::Backoff::new(Duration::from_secs(1), config.tunnel.reconnect_max.into());
             tracker.spawn(crate::tunnel::supervise(
                 dialer,
                 server,
@@ -309,7 +309,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         board = %config.device.board,
         tunnel = ?config.tunnel.provider,
         answer = ?config.calls.answer,
-        model = %config.speech.model_path().display(),
+        model = %crate::speech::models::model_path(&config.speech).display(),
         data = %config.device.data_dir.display(),
         "starting {}", config.device.name
     );
@@ -348,7 +348,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         state.set_fault_of("settings", Some(format!("the settings saved from the page are not applied: {e}")));
     }
     crate::clock::begin().await;
-    tracker.spawn(crate::clock::follow_steps(store.clone(), shutdown.clone()));
+    tracker.spawn(store.clone().follow_clock(shutdown.clone()));
     let registry = Arc::new(Registry::live(live.clone()));
     let greeting = greeting(&config)?;
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };
@@ -371,13 +371,13 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         None => url::Url::parse(&format!("http://{addr}")).context("listen address as URL")?,
     };
     let public = crate::twilio::PublicUrl::new(public_base);
-    let callout = crate::callout::CallOut::new(
+    let callout = crate::call::callout::CallOut::new(
         rest_for_setup.clone(),
         config.twilio.phone_number.clone(),
         public.clone(),
         store.clone(),
         state.clone(),
-        crate::callout::Policy::from_config(&config.calls),
+        crate::call::callout::Policy::from_config(&config.calls),
     );
     let crate::panel::Opened { panel, sim: sim_panel } = match crate::panel::open(&config.device.board) {
         Ok(opened) => opened,
@@ -467,17 +467,18 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         router = router.merge(crate::panel::sim::routes(sim));
         info!("sim panel: press buttons with POST /sim/buttons/{{call|call2|talk}}, see LEDs at GET /sim/leds");
     }
-    let server = web::Server::new(web::finish(router), shutdown.clone(), tracker.clone());
-    tracker.spawn(web::serve(listener, server));
+    let server = net::Server::new(net::finish(router), shutdown.clone(), tracker.clone(), SHUTDOWN_DEADLINE);
+    tracker.spawn(net::serve(listener, server));
     info!("listening on http://{addr} (the box's page: http://{addr}/, health: /healthz); Ctrl-C stops the box");
     // The internet reaches the box through its tunnel: there, only Twilio's (signed) routes exist.
-    let tunnel_server = web::Server::new(web::finish(twilio_routes), shutdown.clone(), tracker.clone());
+    let tunnel_server =
+        net::Server::new(net::finish(twilio_routes), shutdown.clone(), tracker.clone(), SHUTDOWN_DEADLINE);
 
     start_network(&config, &state, rest_for_setup.clone(), &public, tunnel_server.clone(), &shutdown, &tracker);
     tracker.spawn(callout.clone().run(shutdown.clone()));
     if let (Some(rest), Some(number)) = (rest_for_setup, config.twilio.phone_number.clone()) {
         let voicemail = config.device.data_dir.join("voicemail");
-        tracker.spawn(crate::sync::run(rest, number, store.clone(), voicemail, state.clone(), shutdown.clone()));
+        tracker.spawn(crate::call::sync::run(rest, number, store.clone(), voicemail, state.clone(), shutdown.clone()));
     }
 
     let done = {

@@ -16,13 +16,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::media::CallSid;
-use super::{signature, twiml};
 use crate::call::registry::{Admission, Direction};
 use crate::call::session::{self, Ended, SessionContext};
 use crate::config::{mask_phone, Secret};
 use crate::store::Outcome;
 use crate::telemetry::Throttle;
+use crate::twilio::media::CallSid;
+use crate::twilio::{signature, twiml};
 
 /// WebSocket messages larger than this close the stream (a media frame is about 300 bytes).
 const MAX_WS_MESSAGE: usize = 64 * 1024;
@@ -38,13 +38,13 @@ const POLICY_VIOLATION: u16 = 1008;
 #[derive(Clone)]
 pub struct PhoneState {
     /// The base URL Twilio uses to reach the box; signatures are checked against it, never `Host`.
-    pub public_base: super::PublicUrl,
+    pub public_base: crate::twilio::PublicUrl,
     pub auth_token: Secret,
     pub validate_signatures: bool,
     pub sessions: SessionContext,
     pub tracker: TaskTracker,
     /// Call-outs hear what became of their calls.
-    pub callout: crate::callout::CallOut,
+    pub callout: crate::call::callout::CallOut,
 }
 
 impl std::fmt::Debug for PhoneState {

@@ -4,6 +4,7 @@
 //! rejected by name. Values are typed (durations, E.164 numbers, URLs) and every error says which
 //! key, where it came from and what is expected. Secrets are [`Secret`]s: never printed.
 
+pub mod settings;
 mod types;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,10 +15,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::{Table, Value};
 
-pub use types::{mask_phone, AccountSid, Duration, Secret, E164};
+pub use types::{mask_phone, AccountSid, Duration, Recognition, Secret, TtsKind, E164};
 
 /// The configuration the box runs with when it has no file: `make run` uses it.
-pub const DEFAULTS: &str = include_str!("config/defaults.toml");
+pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Where a box keeps its configuration; used when `--config` is not given and the file exists.
 pub const SYSTEM_PATH: &str = "/etc/voca/voca.toml";
@@ -220,7 +221,7 @@ pub struct SpeechConfig {
     #[serde(deserialize_with = "types::optional")]
     pub model_sha256: Option<String>,
     /// Who speaks: a Piper voice (`piper`, espeak-ng when it cannot load) or espeak-ng (`espeak`).
-    pub tts: crate::speech::tts::TtsKind,
+    pub tts: TtsKind,
     /// A Piper voice (a name under `voices_dir`, or a path to its `.onnx`), or an espeak-ng voice.
     pub voice: String,
     pub voices_dir: PathBuf,
@@ -236,7 +237,7 @@ pub struct SpeechConfig {
     pub min_speech: Duration,
     /// How speech is recognised: the assistant's phrases first, then free-form (`grammar-first`);
     /// phrases only (`grammar`); or free-form only (`free`).
-    pub recognition: crate::speech::stt::Recognition,
+    pub recognition: Recognition,
     /// At most this much of a caller's speech waits for a recognizer (model loading, recognition
     /// behind real time); past it the oldest goes and the caller is asked to say it again.
     pub backlog: Duration,
@@ -248,27 +249,6 @@ pub struct SpeechConfig {
 
 /// Where model packages (`make deb-model`) install their model: read-only, owned by dpkg.
 pub const PACKAGED_MODELS: &str = "/usr/share/voca/models";
-
-impl SpeechConfig {
-    /// The model's folder: a path as given, else `models_dir/NAME`, else (when only a model package
-    /// has it) `/usr/share/voca/models/NAME`.
-    pub fn model_path(&self) -> PathBuf {
-        self.model_path_with(Path::new(PACKAGED_MODELS))
-    }
-
-    fn model_path_with(&self, packaged: &Path) -> PathBuf {
-        let as_path = Path::new(&self.model);
-        if as_path.is_absolute() || self.model.contains('/') {
-            return as_path.to_path_buf();
-        }
-        let own = self.models_dir.join(&self.model);
-        let from_package = packaged.join(&self.model);
-        if !crate::speech::models::is_model_dir(&own) && crate::speech::models::is_model_dir(&from_package) {
-            return from_package;
-        }
-        own
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AssistantConfig {
@@ -438,7 +418,7 @@ impl Config {
     /// `device.data_dir` (if any). Settings that no longer apply (the file was edited by hand, a
     /// key was removed) are left out and the reason kept in `settings_error`: the box still starts.
     pub fn with_settings(self) -> Self {
-        let store = crate::settings::SettingsFile::new(&self.device.data_dir);
+        let store = settings::SettingsFile::new(&self.device.data_dir);
         let layered = store.read().and_then(|saved| match saved {
             None => Ok(None),
             Some(table) => self.with_overrides(&table, &store.origin()).map(Some).map_err(|e| e.to_string()),
@@ -752,26 +732,6 @@ mod tests {
     }
 
     #[test]
-    fn a_model_from_a_package_is_found_when_models_dir_has_none() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let packaged = dir.path().join("packaged");
-        for marker in ["am/final.mdl", "conf/model.conf"] {
-            let file = packaged.join("m").join(marker);
-            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-            std::fs::write(file, b"x").expect("write");
-        }
-        let mut speech = Config::defaults().speech;
-        speech.model = "m".into();
-        speech.models_dir = dir.path().join("own");
-        assert_eq!(speech.model_path_with(&packaged), packaged.join("m"));
-        std::fs::create_dir_all(dir.path().join("own/m/am")).expect("mkdir");
-        std::fs::create_dir_all(dir.path().join("own/m/conf")).expect("mkdir");
-        std::fs::write(dir.path().join("own/m/am/final.mdl"), b"x").expect("write");
-        std::fs::write(dir.path().join("own/m/conf/model.conf"), b"x").expect("write");
-        assert_eq!(speech.model_path_with(&packaged), dir.path().join("own/m"), "the box's own copy wins");
-    }
-
-    #[test]
     fn a_model_url_comes_with_its_sha256() {
         let url = "[speech]\nmodel_url = \"https://models.example/m.zip\"\n";
         let e = load_str(url, &[]).expect_err("no checksum");
@@ -900,13 +860,5 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/voca.toml"), "{e}");
         let e = load_str("[http\n", &[]).expect_err("syntax");
         assert!(e.to_string().contains("voca.toml is not valid TOML"), "{e}");
-    }
-
-    #[test]
-    fn model_names_resolve_under_the_models_dir() {
-        let mut s = Config::defaults().speech;
-        assert_eq!(s.model_path(), Path::new("models/vosk-model-small-en-us-0.15"));
-        s.model = "/opt/models/x".into();
-        assert_eq!(s.model_path(), Path::new("/opt/models/x"));
     }
 }
