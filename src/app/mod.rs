@@ -30,7 +30,7 @@ use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
 use crate::events::{DeviceState, StateBus};
 use crate::speech::stt::{Stt, SttOptions};
 use crate::speech::tts::{Tts, TtsOptions};
-use crate::store::Store;
+use crate::store::{Folder, Store};
 use crate::twilio::media::CallSid;
 use crate::twilio::rest::RestClient;
 use crate::{net, web};
@@ -171,7 +171,7 @@ async fn speech_kit(config: &Config, settings: &Live, store: &Store, rest: Optio
         backlog: config.speech.backlog.into(),
         reprompt_after: config.speech.reprompt_after.into(),
         store: store.clone(),
-        voicemail_dir: config.device.data_dir.join("voicemail"),
+        voicemail: Folder::new(&config.device.data_dir),
         store_transcripts: config.assistant.store_transcripts,
         // Decided per call, from the settings in effect (see `responder_factory`).
         voicemail_only: false,
@@ -324,8 +324,8 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         let fault = format!("the call log was damaged: kept as {}, a new one started", aside.display());
         state.set_fault_of("store", Some(fault));
     }
-    let voicemail_dir = config.device.data_dir.join("voicemail");
-    match store.reconcile_voicemail(&voicemail_dir).await {
+    let voicemail = Folder::new(&config.device.data_dir);
+    match store.reconcile_voicemail(&voicemail).await {
         Ok(check) if check != crate::store::VoicemailCheck::default() => warn!(
             "voicemail folder and call log reconciled after an abrupt stop: {} message(s) attached to their call, \
              {} row(s) named a missing file, {} partial write(s) removed, {} file(s) of unknown calls kept in {}",
@@ -333,7 +333,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
             check.rows_cleared,
             check.partial_removed,
             check.files_unknown,
-            voicemail_dir.display()
+            voicemail.path().display()
         ),
         Ok(_) => {}
         Err(e) => warn!("cannot check the voicemail folder against the call log: {e}"),
@@ -407,6 +407,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
             }),
             language,
             store: store.clone(),
+            voicemail: voicemail.clone(),
             registry: registry.clone(),
             rest: rest.clone(),
         },
@@ -458,7 +459,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         auth,
         store: store.clone(),
         appliance: appliance.clone(),
-        voicemail_dir: config.device.data_dir.join("voicemail"),
+        voicemail: voicemail.clone(),
         shutdown: shutdown.clone(),
     };
     let twilio_routes = webhook::routes(phone);
@@ -477,7 +478,6 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
     start_network(&config, &state, rest_for_setup.clone(), &public, tunnel_server.clone(), &shutdown, &tracker);
     tracker.spawn(callout.clone().run(shutdown.clone()));
     if let (Some(rest), Some(number)) = (rest_for_setup, config.twilio.phone_number.clone()) {
-        let voicemail = config.device.data_dir.join("voicemail");
         tracker.spawn(crate::call::sync::run(rest, number, store.clone(), voicemail, state.clone(), shutdown.clone()));
     }
 

@@ -31,7 +31,7 @@ use crate::speech::listen::Listener;
 use crate::speech::prompts::Language;
 use crate::speech::stt::{Heard, Stt};
 use crate::speech::tts::Tts;
-use crate::store::Store;
+use crate::store::{Folder, Store};
 use crate::twilio::media::CallSid;
 use crate::twilio::rest::RestClient;
 
@@ -99,6 +99,7 @@ struct Inner {
     speech: Option<LocalSpeech>,
     language: &'static Language,
     store: Store,
+    voicemail: Folder,
     registry: Arc<Registry>,
     rest: Option<RestClient>,
     local: Mutex<Local>,
@@ -122,6 +123,8 @@ pub struct Parts {
     pub speech: Option<LocalSpeech>,
     pub language: &'static Language,
     pub store: Store,
+    /// Where the messages it plays are.
+    pub voicemail: Folder,
     pub registry: Arc<Registry>,
     pub rest: Option<RestClient>,
 }
@@ -171,6 +174,7 @@ impl Appliance {
                 speech: parts.speech,
                 language: parts.language,
                 store: parts.store,
+                voicemail: parts.voicemail,
                 registry: parts.registry,
                 rest: parts.rest,
                 local: Mutex::default(),
@@ -675,7 +679,7 @@ impl Appliance {
             let digits: Vec<char> = call.from_number.chars().filter(char::is_ascii_digit).collect();
             let last4: String = digits[digits.len().saturating_sub(4)..].iter().collect();
             let message = match call.voicemail.clone() {
-                Some(path) => load_message(path, call.call_sid.clone()).await,
+                Some(path) => load_message(&self.inner.voicemail, path, call.call_sid.clone()).await,
                 None => None,
             };
             match message {
@@ -726,9 +730,14 @@ async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
 }
 
 /// A voicemail file as 16 kHz audio (read and converted off the runtime); `None` if it cannot be.
-async fn load_message(path: String, call_sid: String) -> Option<Vec<i16>> {
-    tokio::task::spawn_blocking(move || match crate::audio::wav::read(std::path::Path::new(&path)) {
-        Ok(wav) => Some(crate::audio::resample::convert(&wav.samples, wav.rate, 16000)),
+async fn load_message(folder: &Folder, path: String, call_sid: String) -> Option<Vec<i16>> {
+    let Some(file) = folder.file(&path) else {
+        warn!(call = %call_sid, "voicemail {path} is no longer in the voicemail folder: not played");
+        return None;
+    };
+    let folder = folder.clone();
+    tokio::task::spawn_blocking(move || match folder.read(&file) {
+        Ok(audio) => Some(audio),
         Err(e) => {
             warn!(call = %call_sid, "voicemail {path} cannot be played: {e}");
             None

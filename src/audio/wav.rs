@@ -120,29 +120,6 @@ pub fn write(path: &Path, rate: u32, samples: &[i16]) -> std::io::Result<()> {
     std::fs::write(path, encode(rate, samples))
 }
 
-/// The name a file is written under before it is complete (see [`write_whole`]).
-pub fn partial_name(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".part");
-    name.into()
-}
-
-/// Writes the WAV so that `path` is either absent or complete, even if the process is killed or the
-/// card fills: to `<path>.part`, synced, then renamed. On failure the partial file is removed.
-pub fn write_whole(path: &Path, rate: u32, samples: &[i16]) -> std::io::Result<()> {
-    use std::io::Write;
-    let part = partial_name(path);
-    let written = std::fs::File::create(&part).and_then(|mut f| {
-        f.write_all(&encode(rate, samples))?;
-        f.sync_all()
-    });
-    let result = written.and_then(|()| std::fs::rename(&part, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&part);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

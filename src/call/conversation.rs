@@ -5,7 +5,6 @@
 //! Nothing here blocks: recognition and synthesis run on their own threads and their results are
 //! collected in `poll`, as soon as the session is woken.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,7 +87,7 @@ pub struct SpeechKit {
     pub backlog: Duration,
     pub reprompt_after: Duration,
     pub store: Store,
-    pub voicemail_dir: PathBuf,
+    pub voicemail: crate::store::Folder,
     pub store_transcripts: bool,
     /// Start every call in voicemail (`calls.answer = "voicemail"`).
     pub voicemail_only: bool,
@@ -266,31 +265,30 @@ impl AssistantCall {
         if audio.is_empty() {
             return None;
         }
-        let dir = self.kit.voicemail_dir.clone();
-        let path = dir.join(format!("{}-{}.wav", self.sid, crate::store::now_ms()));
+        let folder = self.kit.voicemail.clone();
         let (store, sid, stt, waker) =
             (self.kit.store.clone(), self.sid.clone(), self.kit.stt.clone(), self.waker.clone());
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             let audio = Arc::new(audio);
             let written = {
-                let (path, audio) = (path.clone(), audio.clone());
-                tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&dir).and_then(|()| crate::audio::wav::write_whole(&path, 16000, &audio))
-                })
-                .await
+                let (folder, sid, audio) = (folder.clone(), sid.clone(), audio.clone());
+                tokio::task::spawn_blocking(move || folder.write_recording(sid.as_str(), &audio)).await
             };
-            let failure = match written {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
+            let written = match written {
+                Ok(Ok(path)) => Ok(path),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
             };
-            let _ = tx.send(failure.is_none());
+            let _ = tx.send(written.is_ok());
             waker.notify_one();
-            if let Some(why) = failure {
-                error!(call = %sid, "voicemail not saved to {}: {why}", path.display());
-                return;
-            }
+            let path = match written {
+                Ok(path) => path,
+                Err(why) => {
+                    error!(call = %sid, "voicemail not saved in {}: {why}", folder.path().display());
+                    return;
+                }
+            };
             info!(call = %sid, path = %path.display(), "voicemail saved");
             if let Err(e) = store.voicemail_saved(sid.as_str(), &path).await {
                 warn!(call = %sid, "voicemail not noted in the call log: {e}");

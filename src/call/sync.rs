@@ -4,7 +4,7 @@
 //! The cursor (start time of the newest call seen) lives in SQLite; calls are keyed by their SID,
 //! so running it twice, or after a restart, adds nothing twice.
 
-use std::path::{Path, PathBuf};
+use crate::store::Folder;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ pub async fn missed_calls(
     rest: &RestClient,
     number: &E164,
     store: &Store,
-    voicemail_dir: &Path,
+    voicemail: &Folder,
 ) -> anyhow::Result<Report> {
     let since = match store.sync_value(CURSOR).await? {
         Some(cursor) => cursor,
@@ -80,7 +80,7 @@ pub async fn missed_calls(
         if imported {
             report.calls += 1;
             info!(call = %sid, from = %mask_phone(&from), "missed while offline: added to the call log");
-            report.recordings += fetch_recordings(rest, &sid, store, voicemail_dir).await?;
+            report.recordings += fetch_recordings(rest, &sid, store, voicemail).await?;
         }
     }
     // Never move past a call that is still open; otherwise up to the newest one seen.
@@ -96,19 +96,16 @@ pub async fn missed_calls(
     Ok(report)
 }
 
-/// Downloads a call's recordings into `dir` (a file already there is not fetched again) and notes
-/// the first on the call. Returns how many were downloaded.
-async fn fetch_recordings(rest: &RestClient, sid: &CallSid, store: &Store, dir: &Path) -> anyhow::Result<usize> {
+/// Downloads a call's recordings into the voicemail folder (a file already there is not fetched
+/// again) and notes the first on the call. Returns how many were downloaded.
+async fn fetch_recordings(rest: &RestClient, sid: &CallSid, store: &Store, folder: &Folder) -> anyhow::Result<usize> {
     let mut fetched = 0;
     for recording in rest.list_recordings(sid).await? {
-        let path: PathBuf = dir.join(format!("{}.wav", recording.sid));
+        let mut path = folder.download_path(&recording.sid);
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
             let audio = rest.download_recording(&recording.sid).await?;
-            tokio::fs::create_dir_all(dir).await?;
-            // Written beside, then renamed: a crash never leaves half a message under the real name.
-            let partial = path.with_extension("wav.partial");
-            tokio::fs::write(&partial, &audio).await?;
-            tokio::fs::rename(&partial, &path).await?;
+            let (folder, name) = (folder.clone(), recording.sid.clone());
+            path = tokio::task::spawn_blocking(move || folder.write_download(&name, &audio)).await??;
             fetched += 1;
         }
         store.voicemail_saved(sid.as_str(), &path).await?;
@@ -121,7 +118,7 @@ pub async fn run(
     rest: RestClient,
     number: E164,
     store: Store,
-    voicemail_dir: PathBuf,
+    voicemail: Folder,
     bus: StateBus,
     shutdown: CancellationToken,
 ) {
@@ -131,7 +128,7 @@ pub async fn run(
             ready = watch.wait_for(|s| s.state == DeviceState::Ready) => if ready.is_err() { return },
             () = shutdown.cancelled() => return,
         }
-        match missed_calls(&rest, &number, &store, &voicemail_dir).await {
+        match missed_calls(&rest, &number, &store, &voicemail).await {
             Ok(report) if report.calls > 0 => {
                 info!(calls = report.calls, recordings = report.recordings, "caught up with calls missed while offline")
             }

@@ -434,14 +434,10 @@ async fn heard(State(lan): State<Lan>, Path(raw): Path<String>) -> Answer<Status
 /// The file of a call's message, only if it lies in the voicemail folder.
 fn voicemail_file(lan: &Lan, record: &CallRecord) -> Answer<std::path::PathBuf> {
     let missing = || ApiError::not_found(format!("call {} left no message", record.call_sid));
-    let path = std::path::PathBuf::from(record.voicemail.as_ref().ok_or_else(missing)?);
-    let inside =
-        path.canonicalize().ok().zip(lan.voicemail_dir.canonicalize().ok()).is_some_and(|(f, d)| f.starts_with(d));
-    if inside {
-        Ok(path)
-    } else {
-        Err(ApiError::not_found(format!("the message of call {} is no longer on the box", record.call_sid)))
-    }
+    let named = record.voicemail.as_ref().ok_or_else(missing)?;
+    lan.voicemail
+        .file(named)
+        .ok_or_else(|| ApiError::not_found(format!("the message of call {} is no longer on the box", record.call_sid)))
 }
 
 #[derive(Deserialize)]

@@ -20,8 +20,6 @@ pub mod pages;
 
 pub use health::Status;
 
-use std::path::PathBuf;
-
 use axum::Router;
 
 use crate::appliance::Appliance;
@@ -36,8 +34,8 @@ pub struct Lan {
     pub auth: auth::Auth,
     pub store: Store,
     pub appliance: Appliance,
-    /// Where voicemail files are (a voicemail is served only from here).
-    pub voicemail_dir: PathBuf,
+    /// The voicemail folder (a voicemail is served only from here).
+    pub voicemail: crate::store::Folder,
     /// Ends the page's event streams when the box stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
