@@ -65,7 +65,22 @@ pub struct Snapshot {
     pub model_download: Option<u8>,
     /// The faults by the part that reported them.
     #[serde(skip)]
-    faults: std::collections::BTreeMap<&'static str, String>,
+    faults: std::collections::BTreeMap<Part, String>,
+}
+
+/// A part of the box that can report a fault of its own (shown in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// The speaker or the microphone.
+    Audio,
+    /// The link to Home Assistant's MQTT broker.
+    Mqtt,
+    /// The LEDs and buttons.
+    Panel,
+    /// The settings saved from the page.
+    Settings,
+    /// The call log.
+    Store,
 }
 
 impl Default for Snapshot {
@@ -121,13 +136,12 @@ impl StateBus {
         self.update(|s| s.waiting = waiting);
     }
 
-    /// `part` (`audio`, `panel`, ...) reports its fault, or that it has none any more; the others'
-    /// stay.
-    pub fn set_fault_of(&self, part: &'static str, fault: Option<String>) {
+    /// `part` reports its fault, or that it has none any more; the others' stay.
+    pub fn set_fault_of(&self, part: Part, fault: Option<String>) {
         self.update(|s| {
             match fault {
                 Some(fault) => s.faults.insert(part, fault),
-                None => s.faults.remove(part),
+                None => s.faults.remove(&part),
             };
             let all: Vec<&str> = s.faults.values().map(String::as_str).collect();
             s.fault = (!all.is_empty()).then(|| all.join("; "));
@@ -175,10 +189,10 @@ mod tests {
         assert_eq!(bus.snapshot().activity, Activity::Dialing, "only the activity that ends is cleared");
         bus.end_activity(Activity::Dialing);
         assert_eq!(bus.snapshot().activity, Activity::Idle);
-        bus.set_fault_of("panel", Some("no GPIO".into()));
-        bus.set_fault_of("audio", Some("no speaker".into()));
+        bus.set_fault_of(Part::Panel, Some("no GPIO".into()));
+        bus.set_fault_of(Part::Audio, Some("no speaker".into()));
         assert_eq!(bus.snapshot().fault.as_deref(), Some("no speaker; no GPIO"));
-        bus.set_fault_of("audio", None);
+        bus.set_fault_of(Part::Audio, None);
         assert_eq!(bus.snapshot().fault.as_deref(), Some("no GPIO"), "one part recovering clears only its fault");
     }
 }

@@ -19,6 +19,8 @@ pub mod config;
 pub mod events;
 /// The HTTP/WebSocket server loop and the one retry policy.
 pub mod net;
+/// A value many read and one replaces whole (the public URL, the greeting).
+pub mod swap;
 /// Logging, and the counters behind `/metrics`.
 pub mod telemetry;
 

@@ -322,7 +322,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
     if let Some(aside) = &store.damaged_moved_to {
         // Shown (LEDs, /healthz) until the box restarts: someone should know the old log is aside.
         let fault = format!("the call log was damaged: kept as {}, a new one started", aside.display());
-        state.set_fault_of("store", Some(fault));
+        state.set_fault_of(crate::events::Part::Store, Some(fault));
     }
     let voicemail = Folder::new(&config.device.data_dir);
     match store.reconcile_voicemail(&voicemail).await {
@@ -345,7 +345,10 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         );
     }
     if let Some(e) = &config.settings_error {
-        state.set_fault_of("settings", Some(format!("the settings saved from the page are not applied: {e}")));
+        state.set_fault_of(
+            crate::events::Part::Settings,
+            Some(format!("the settings saved from the page are not applied: {e}")),
+        );
     }
     crate::clock::begin().await;
     tracker.spawn(store.clone().follow_clock(shutdown.clone()));
@@ -384,7 +387,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         Err(e) => {
             let fault = format!("the board \"{}\" could not be opened: {e:#}", config.device.board);
             error!("{fault}; the box answers calls without its LEDs and buttons (`voca check` says more)");
-            state.set_fault_of("panel", Some(fault));
+            state.set_fault_of(crate::events::Part::Panel, Some(fault));
             crate::panel::absent()
         }
     };

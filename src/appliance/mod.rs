@@ -153,7 +153,7 @@ fn fault_reporter(bus: StateBus) -> FaultReporter {
             *slot = fault;
         }
         let shown = faults.iter().flatten().next().cloned();
-        bus.set_fault_of("audio", shown);
+        bus.set_fault_of(crate::events::Part::Audio, shown);
     })
 }
 

@@ -55,24 +55,8 @@ impl Prompts {
     }
 }
 
-/// The greeting's audio, replaced while the box runs when its text changes; a call takes the one
-/// in effect when it starts.
-#[derive(Debug, Clone)]
-pub struct Greeting(Arc<std::sync::RwLock<Arc<Vec<i16>>>>);
-
-impl Greeting {
-    pub fn new(audio: Arc<Vec<i16>>) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(audio)))
-    }
-
-    pub fn get(&self) -> Arc<Vec<i16>> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    pub fn set(&self, audio: Arc<Vec<i16>>) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = audio;
-    }
-}
+/// The greeting's audio, re-rendered when the settings change it; every call plays the current one.
+pub type Greeting = crate::swap::Swap<Arc<Vec<i16>>>;
 
 /// What every assistant call shares.
 #[derive(Clone)]

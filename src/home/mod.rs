@@ -57,7 +57,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) {
         Ok(options) => options,
         Err(e) => {
             warn!("Home Assistant: {e}");
-            parts.bus.set_fault_of("mqtt", Some(format!("Home Assistant: {e}")));
+            parts.bus.set_fault_of(crate::events::Part::Mqtt, Some(format!("Home Assistant: {e}")));
             return;
         }
     };
@@ -172,7 +172,7 @@ impl Link {
                     Some(Arrived::Connected) => {
                         info!("Home Assistant: connected to the broker");
                         connected = true;
-                        self.parts.bus.set_fault_of("mqtt", None);
+                        self.parts.bus.set_fault_of(crate::events::Part::Mqtt, None);
                         self.on_connect().await;
                     }
                     Some(Arrived::Message(message)) => self.on_message(&message.topic, &message.payload).await,

@@ -61,7 +61,6 @@ macro_rules! sid {
 
 sid!(CallSid, "CA", "call");
 sid!(StreamSid, "MZ", "stream");
-sid!(AccountSid, "AC", "account");
 
 /// A message from Twilio.
 #[derive(Debug, Deserialize)]

@@ -10,19 +10,19 @@ pub mod twiml;
 /// The base URL Twilio reaches the box at. It changes when a tunnel reconnects with a new address;
 /// webhooks are verified against the current one. Cheap to clone (one shared value).
 #[derive(Debug, Clone)]
-pub struct PublicUrl(std::sync::Arc<std::sync::RwLock<url::Url>>);
+pub struct PublicUrl(crate::swap::Swap<url::Url>);
 
 impl PublicUrl {
     pub fn new(url: url::Url) -> Self {
-        Self(std::sync::Arc::new(std::sync::RwLock::new(url)))
+        Self(crate::swap::Swap::new(url))
     }
 
     pub fn get(&self) -> url::Url {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.0.get()
     }
 
     pub fn set(&self, url: url::Url) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = url;
+        self.0.set(url);
     }
 
     /// `path` (e.g. `/twilio/voice`) under the current base.
