@@ -13,6 +13,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Lan;
 
+/// How long the microphone test streams levels.
+const MIC_TEST: Duration = Duration::from_secs(30);
+
 /// A status event at least this often while calls are live (their durations tick).
 const TICK: Duration = Duration::from_secs(1);
 
@@ -69,7 +72,7 @@ pub async fn events(State(lan): State<Lan>) -> Sse<impl Stream<Item = Result<Eve
 pub async fn microphone(State(lan): State<Lan>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut frames = lan.appliance.mic().listen(None);
     let stream = async_stream(move |tx| async move {
-        let until = Instant::now() + super::api::microphone_test_length();
+        let until = Instant::now() + MIC_TEST;
         let (mut sum, mut count) = (0f64, 0usize);
         while Instant::now() < until && !lan.shutdown.is_cancelled() {
             let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(2), frames.recv()).await else {
