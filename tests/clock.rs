@@ -32,7 +32,7 @@ async fn a_clock_step_moves_pending_call_outs_and_this_runs_records_with_it() {
     // Offline (no tunnel): the call for help waits in the queue, for a day.
     let contact = running.appliance.contacts()[0].clone();
     let id = running.callout.request(&contact, true).await.expect("queued");
-    let sid = voca::twilio::simulator::random_sid("CA");
+    let sid = voca::twilio::media::CallSid::parse(&voca::twilio::simulator::random_sid("CA")).expect("a call SID");
     running.store.call_started(&sid, "inbound", "+15550001111", common::NUMBER).await.expect("log");
     let before = running.store.callouts().await.expect("rows").into_iter().find(|r| r.id == id).expect("row");
     let call_before = running.store.call(&sid).await.expect("get").expect("row").created_at;

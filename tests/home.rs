@@ -137,7 +137,7 @@ async fn home_assistant_sees_the_box_and_drives_it() {
     audio.extend(common::say("나중에 전화 주세요", 8000));
     audio.extend(vec![0i16; 8000 * 2]);
     call.audio = audio;
-    let away = call.call_sid.clone();
+    let away = voca::twilio::media::CallSid::parse(&call.call_sid).expect("a call SID");
     simulator::run(&call).await.expect("the call runs");
     let deadline = Instant::now() + Duration::from_secs(30);
     while running.store.call(&away).await.expect("store").and_then(|c| c.voicemail).is_none() {
@@ -148,7 +148,9 @@ async fn home_assistant_sees_the_box_and_drives_it() {
     let ha = HomeAssistant::connect(broker.port).await;
     let held = ha
         .wait_for("the message left while the broker was away", |m| {
-            m.topic == format!("{BASE}/event") && m.payload.contains("new_voicemail") && m.payload.contains(&away)
+            m.topic == format!("{BASE}/event")
+                && m.payload.contains("new_voicemail")
+                && m.payload.contains(away.as_str())
         })
         .await;
     let held: Value = serde_json::from_str(&held.payload).expect("json");

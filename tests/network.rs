@@ -423,7 +423,7 @@ async fn a_tunnel_lost_mid_call_ends_the_call_cleanly_and_the_next_call_works() 
     wait_long("the call's place is freed", 30, || running.registry.is_empty()).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let record = loop {
-        let record = running.store.call(&sid).await.expect("store").expect("logged");
+        let record = running.store.call(&common::call_sid(&sid)).await.expect("store").expect("logged");
         if record.outcome.is_some() || std::time::Instant::now() > deadline {
             break record;
         }

@@ -61,7 +61,7 @@ impl TestBox {
     async fn outcome(&self, sid: &str) -> (Option<String>, Option<String>) {
         // The session finalises the call log just after it closes the socket.
         for _ in 0..100 {
-            if let Some(record) = self.box_().store.call(sid).await.expect("store") {
+            if let Some(record) = self.box_().store.call(&common::call_sid(sid)).await.expect("store") {
                 if record.outcome.is_some() {
                     return (record.outcome, record.reason);
                 }
@@ -115,7 +115,7 @@ async fn tampered_or_unsigned_webhooks_get_403_and_change_nothing() {
         let call = SimCall::new(&b.base, token);
         let r = simulator::run(&call).await.expect("request runs");
         assert_eq!(r.webhook_status, 403);
-        assert!(b.box_().store.call(&r.call_sid).await.expect("store").is_none(), "no call log row");
+        assert!(b.box_().store.call(&common::call_sid(&r.call_sid)).await.expect("store").is_none(), "no call log row");
     }
     // A valid signature over different parameters is still a tampered request.
     let http = reqwest::Client::new();
@@ -337,6 +337,6 @@ async fn stopping_the_box_marks_calls_in_progress_interrupted() {
     b.stop().await;
     let r = task.await.expect("task").expect("call");
     assert!(r.closed_by_box);
-    let record = store.call(&r.call_sid).await.expect("store").expect("row");
+    let record = store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
     assert_eq!(record.outcome.as_deref(), Some("interrupted"));
 }

@@ -77,7 +77,7 @@ impl SpeechBox {
     async fn turns_at_least(&self, sid: &str, count: usize) -> Vec<(String, String)> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let turns = self.running().store.turns(sid).await.expect("store");
+            let turns = self.running().store.turns(&common::call_sid(sid)).await.expect("store");
             if turns.len() >= count || tokio::time::Instant::now() > deadline {
                 return turns;
             }
@@ -169,7 +169,7 @@ async fn a_spoken_conversation_is_greeted_answered_and_ended_cleanly() {
     );
     assert!(turns[1].0 == "box" && turns[1].1.starts_with("지금은 "), "the time skill answered: {turns:?}");
     assert_eq!(turns[2], ("caller".to_owned(), "안녕히 계세요".to_owned()), "{turns:?}");
-    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    let record = b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
     assert_eq!(record.reason.as_deref(), Some("box hung up: the caller said goodbye"));
     b.stop().await;
 }
@@ -228,7 +228,7 @@ async fn a_voicemail_is_recorded_saved_and_logged() {
     // The message is written, then transcribed (free-form, off the call): wait for both.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let record = loop {
-        let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+        let record = b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
         if record.voicemail_transcript.is_some() || tokio::time::Instant::now() > deadline {
             break record;
         }
@@ -267,7 +267,8 @@ async fn a_voicemail_on_a_full_card_gets_an_apology_and_the_next_is_saved_once_t
     assert!(r.closed_by_box, "the box hung up");
     assert!(r.marks_echoed.contains(&"voicemail-not-saved".to_owned()), "an apology: {:?}", r.marks_echoed);
     assert!(!r.marks_echoed.contains(&"voicemail-saved".to_owned()), "{:?}", r.marks_echoed);
-    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("the call is logged");
+    let record =
+        b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("the call is logged");
     assert_eq!(record.voicemail, None);
     let left: Vec<_> = std::fs::read_dir(&folder).expect("folder").map(|e| e.expect("entry").file_name()).collect();
     assert_eq!(left, ["filler"], "no broken message is left behind");
@@ -276,7 +277,7 @@ async fn a_voicemail_on_a_full_card_gets_an_apology_and_the_next_is_saved_once_t
     std::fs::remove_file(&filler).expect("free the space");
     let r = simulator::run(&voicemail_call(&b)).await.expect("call");
     assert!(r.marks_echoed.contains(&"voicemail-saved".to_owned()), "{:?}", r.marks_echoed);
-    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    let record = b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
     let path = record.voicemail.expect("the message is noted in the call log");
     assert!(voca::audio::wav::read(std::path::Path::new(&path)).expect("a readable WAV").seconds() > 3.0);
     b.stop().await;
@@ -487,7 +488,7 @@ async fn a_hanging_llm_gets_the_offline_answer_in_time_and_the_call_goes_on() {
     let latencies: Vec<u64> = r.turns.iter().filter_map(|t| t.latency_ms).collect();
     assert!(latencies.iter().any(|&ms| ms >= 1500), "a reply waited for the LLM's timeout: {latencies:?}");
     assert!(latencies.iter().all(|&ms| ms < 10_000), "no reply waited much longer: {latencies:?}");
-    let record = b.running().store.call(&r.call_sid).await.expect("store").expect("row");
+    let record = b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
     assert_eq!(record.outcome.as_deref(), Some("completed"), "{record:?}");
     held.abort();
     b.stop().await;

@@ -325,13 +325,17 @@ async fn the_page_in_a_real_browser() {
 
     // A voicemail plays in the page: the audio element loads with the message's length.
     let vm_sid = simulator::random_sid("CA");
-    running.store.call_started(&vm_sid, "inbound", "+15550002222", common::NUMBER).await.expect("log");
-    running.store.call_ended(&vm_sid, voca::store::Outcome::Completed, None).await.expect("log");
+    running
+        .store
+        .call_started(&common::call_sid(&vm_sid), "inbound", "+15550002222", common::NUMBER)
+        .await
+        .expect("log");
+    running.store.call_ended(&common::call_sid(&vm_sid), voca::store::Outcome::Completed, None).await.expect("log");
     let dir = rig.dir.path().join("data/voicemail");
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join(format!("{vm_sid}.wav"));
     voca::audio::wav::write(&file, 8000, &vec![1000i16; 8000 * 5 / 2]).expect("wav");
-    running.store.voicemail_saved(&vm_sid, &file).await.expect("log");
+    running.store.voicemail_saved(&common::call_sid(&vm_sid), &file).await.expect("log");
     browser.goto(&format!("{}/#home", rig.base)).await;
     browser.goto(&format!("{}/#calls", rig.base)).await;
     browser.click(&format!("#calls tr[data-sid=\"{vm_sid}\"]")).await;

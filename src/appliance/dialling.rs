@@ -74,9 +74,7 @@ impl Appliance {
             Outcome::NotAnswered => {
                 if let (Some(sid), Some(rest)) = (cancelled, &self.inner.rest) {
                     // Stop it ringing on (a timeout): the next contact is being called.
-                    if let Ok(sid) = CallSid::parse(&sid) {
-                        let _ = rest.hang_up(&sid).await;
-                    }
+                    let _ = rest.hang_up(&sid).await;
                 }
                 self.show_failed();
                 self.say(&language.no_answer.replace("{name}", &contact.name)).await;
@@ -144,9 +142,7 @@ impl Appliance {
         }
         let calls = self.inner.registry.list(Instant::now());
         for call in &calls {
-            if let Ok(sid) = CallSid::parse(&call.call_sid) {
-                self.inner.registry.hang_up(&sid);
-            }
+            self.inner.registry.hang_up(&call.call_sid);
         }
         !calls.is_empty()
     }
@@ -165,7 +161,7 @@ impl Appliance {
         }
         if let Some((id, sid)) = dialing {
             info!(id, "call-out cancelled on the box");
-            if let (Some(rest), Some(Ok(sid))) = (rest, sid.as_deref().map(CallSid::parse)) {
+            if let (Some(rest), Some(sid)) = (rest, sid) {
                 tokio::spawn(async move {
                     if let Err(e) = rest.hang_up(&sid).await {
                         warn!(call = %sid, "cancelling the call-out: {e}");

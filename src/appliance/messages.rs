@@ -5,9 +5,10 @@ use tracing::warn;
 use super::Appliance;
 use crate::events::Activity;
 use crate::store::Folder;
+use crate::twilio::media::CallSid;
 
 /// A voicemail file as 16 kHz audio (read and converted off the runtime); `None` if it cannot be.
-pub(super) async fn load_message(folder: &Folder, path: String, call_sid: String) -> Option<Vec<i16>> {
+pub(super) async fn load_message(folder: &Folder, path: String, call_sid: CallSid) -> Option<Vec<i16>> {
     let Some(file) = folder.file(&path) else {
         warn!(call = %call_sid, "voicemail {path} is no longer in the voicemail folder: not played");
         return None;

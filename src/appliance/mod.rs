@@ -69,7 +69,7 @@ struct Local {
     /// The call on the speaker and microphone.
     in_call: Option<CallSid>,
     /// The call-out being placed: its id and, once Twilio took it, its SID.
-    dialing: Option<(i64, Option<String>)>,
+    dialing: Option<(i64, Option<CallSid>)>,
     /// Push-to-talk in progress: when it started, and how to stop recording.
     talking: Option<(Instant, oneshot::Sender<()>, tokio::task::JoinHandle<Vec<i16>>)>,
     chain: Option<tokio::task::JoinHandle<()>>,

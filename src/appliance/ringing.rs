@@ -68,7 +68,7 @@ impl Appliance {
             self.inner.bus.end_activity(Activity::Ringing);
             let (store, sid) = (self.inner.store.clone(), sid.clone());
             tokio::spawn(async move {
-                if let Err(e) = store.mark_waiting(sid.as_str()).await {
+                if let Err(e) = store.mark_waiting(&sid).await {
                     warn!(call = %sid, "missed call not noted: {e}");
                 }
             });

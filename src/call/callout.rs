@@ -15,6 +15,7 @@ use crate::config::{mask_phone, CallsConfig, Contact, E164};
 use crate::events::{DeviceState, StateBus};
 use crate::net::Backoff;
 use crate::store::{now_ms, Attempt, CallOutRow, Store};
+use crate::twilio::media::CallSid;
 use crate::twilio::rest::{NewCall, RestClient, RestError};
 use crate::twilio::PublicUrl;
 
@@ -48,7 +49,7 @@ pub enum Update {
     /// Offline: kept until the network is back.
     Queued { id: i64 },
     /// Twilio accepted it: the contact's phone rings.
-    Placed { id: i64, call_sid: String },
+    Placed { id: i64, call_sid: CallSid },
     /// Will try again (the network is still down).
     Retrying { id: i64, error: String },
     /// Gave up: Twilio refused it, or it stayed queued past its deadline.
@@ -203,7 +204,7 @@ impl CallOut {
         match rest.place_call(&call).await {
             Ok(placed) => {
                 info!(id = row.id, to = %mask_phone(&row.number), call = %placed.sid, "call-out placed");
-                Attempt::Placed { call_sid: placed.sid }
+                Attempt::Placed { call_sid: CallSid::trusted(placed.sid) }
             }
             Err(RestError::Transport { nothing_sent: true, reason, .. }) => {
                 warn!(id = row.id, "call-out not placed ({reason}): will retry");

@@ -159,7 +159,7 @@ async fn transcribe_message(stt: Stt, store: Store, sid: CallSid, audio: Arc<Vec
         return;
     };
     info!(call = %sid, words = text.split_whitespace().count(), "voicemail transcribed");
-    if let Err(e) = store.voicemail_transcribed(sid.as_str(), &text).await {
+    if let Err(e) = store.voicemail_transcribed(&sid, &text).await {
         warn!(call = %sid, "voicemail transcript not saved: {e}");
     }
 }
@@ -197,7 +197,7 @@ impl AssistantCall {
         self.logged += 1;
         let (store, sid, text, seq) = (self.kit.store.clone(), self.sid.clone(), text.to_owned(), self.logged);
         tokio::spawn(async move {
-            if let Err(e) = store.add_turn(sid.as_str(), seq, speaker, &text).await {
+            if let Err(e) = store.add_turn(&sid, seq, speaker, &text).await {
                 warn!(call = %sid, "transcript not saved: {e}");
             }
         });
@@ -274,7 +274,7 @@ impl AssistantCall {
                 }
             };
             info!(call = %sid, path = %path.display(), "voicemail saved");
-            if let Err(e) = store.voicemail_saved(sid.as_str(), &path).await {
+            if let Err(e) = store.voicemail_saved(&sid, &path).await {
                 warn!(call = %sid, "voicemail not noted in the call log: {e}");
             }
             transcribe_message(stt, store, sid, audio).await;

@@ -63,7 +63,7 @@ struct Active {
 /// A call as listed on the status page and by `voca calls`: no whole numbers.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallSummary {
-    pub call_sid: String,
+    pub call_sid: CallSid,
     pub direction: Direction,
     pub remote: String,
     pub state: CallState,
@@ -258,7 +258,7 @@ impl Registry {
             .calls
             .iter()
             .map(|(sid, c)| CallSummary {
-                call_sid: sid.to_string(),
+                call_sid: sid.clone(),
                 direction: c.direction,
                 remote: mask_phone(&c.remote),
                 state: c.state,

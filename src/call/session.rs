@@ -98,7 +98,7 @@ impl Drop for Finish {
         let (store, sid) = (self.store.clone(), self.sid.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = store.call_ended(sid.as_str(), Outcome::Failed, Some("the call's session crashed")).await;
+                let _ = store.call_ended(&sid, Outcome::Failed, Some("the call's session crashed")).await;
             });
         }
     }
@@ -156,7 +156,7 @@ where
     let span = info_span!("call", sid = %sid);
     async {
         info!("media stream started");
-        if let Err(e) = ctx.store.call_answered(sid.as_str()).await {
+        if let Err(e) = ctx.store.call_answered(&sid).await {
             warn!("call log: {e}");
         }
         let mut call = Call::new(stream_sid.to_string(), &sid, Purpose::from_parameters(&start.custom_parameters), ctx);
@@ -192,7 +192,7 @@ where
         bad_messages = stats.bad_messages,
         "call ended"
     );
-    if let Err(e) = ctx.store.call_ended(sid.as_str(), outcome, Some(&reason)).await {
+    if let Err(e) = ctx.store.call_ended(&sid, outcome, Some(&reason)).await {
         warn!("call log: {e}");
     }
     if box_hung_up {
@@ -496,7 +496,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ctx = context(dir.path());
         let sid = CallSid::parse(CA).expect("sid");
-        ctx.store.call_started(CA, "inbound", "+15550000001", "+15550000002").await.expect("log");
+        ctx.store
+            .call_started(&CallSid::parse(CA).expect("sid"), "inbound", "+15550000001", "+15550000002")
+            .await
+            .expect("log");
         let Admission::Accept { token } =
             ctx.registry.admit(&sid, Direction::Inbound, "+15550000001", std::time::Instant::now())
         else {
@@ -547,7 +550,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(ctx.store.call(CA).await.expect("store").and_then(|c| c.outcome).as_deref(), Some("completed"));
+        assert_eq!(
+            ctx.store.call(&CallSid::parse(CA).expect("sid")).await.expect("store").and_then(|c| c.outcome).as_deref(),
+            Some("completed")
+        );
     }
 
     #[tokio::test]

@@ -69,7 +69,7 @@ pub async fn missed_calls(
         let from = call.from.clone().unwrap_or_default();
         let imported = store
             .import_call(ImportedCall {
-                call_sid: sid.as_str().to_owned(),
+                call_sid: sid.clone(),
                 from: from.clone(),
                 to: call.to.clone().unwrap_or_default(),
                 started_at: started.map_or(0, |t| t.timestamp_millis()),
@@ -108,7 +108,7 @@ async fn fetch_recordings(rest: &RestClient, sid: &CallSid, store: &Store, folde
             path = tokio::task::spawn_blocking(move || folder.write_download(&name, &audio)).await??;
             fetched += 1;
         }
-        store.voicemail_saved(sid.as_str(), &path).await?;
+        store.voicemail_saved(&sid, &path).await?;
     }
     Ok(fetched)
 }

@@ -165,7 +165,7 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
     let direction = Direction::from_twilio(param(&params, "Direction").unwrap_or("inbound"));
     let remote = if direction == Direction::Inbound { from } else { to };
     let store = &state.sessions.store;
-    if let Err(e) = store.call_started(sid.as_str(), direction.as_str(), from, to).await {
+    if let Err(e) = store.call_started(&sid, direction.as_str(), from, to).await {
         warn!(call = %sid, "call log: {e}");
     }
     let admission = state.sessions.registry.admit(&sid, direction, remote, Instant::now());
@@ -173,7 +173,7 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
         info!(call = %sid, remote = %mask_phone(remote), "call refused: {why}");
         let (store, sid, why) = (store.clone(), sid.clone(), why.to_owned());
         async move {
-            if let Err(e) = store.call_ended(sid.as_str(), outcome, Some(&why)).await {
+            if let Err(e) = store.call_ended(&sid, outcome, Some(&why)).await {
                 warn!(call = %sid, "call log: {e}");
             }
             xml(twiml::reject(reject))
@@ -185,7 +185,7 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
             info!(call = %sid, id, answered_by, "call-out reached a machine: hanging up");
             state.callout.report(id, "machine");
             state.sessions.registry.end(&sid);
-            if let Err(e) = store.call_ended(sid.as_str(), Outcome::Completed, Some("answered by a machine")).await {
+            if let Err(e) = store.call_ended(&sid, Outcome::Completed, Some("answered by a machine")).await {
                 warn!(call = %sid, "call log: {e}");
             }
             return xml(twiml::hang_up());
@@ -223,7 +223,7 @@ async fn status(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, b
     if let Some(outcome) = Outcome::from_call_status(call_status) {
         state.sessions.registry.terminated(&sid);
         let reason = format!("Twilio reported {call_status}");
-        if let Err(e) = state.sessions.store.call_ended(sid.as_str(), outcome, Some(&reason)).await {
+        if let Err(e) = state.sessions.store.call_ended(&sid, outcome, Some(&reason)).await {
             warn!(call = %sid, "call log: {e}");
         }
     }

@@ -112,7 +112,7 @@ struct Link {
     /// The contact buttons announced, to remove those of contacts that are gone.
     announced: BTreeSet<String>,
     /// Events already told (call SID, kind), so a row changing twice tells once.
-    told: VecDeque<(String, &'static str)>,
+    told: VecDeque<(crate::twilio::media::CallSid, &'static str)>,
     /// The states read from the call log (last caller, calls today): read again when the log
     /// changes or `LOG_REFRESH` passes, not at every look at the live state.
     from_log: Vec<(&'static str, String)>,
@@ -389,7 +389,7 @@ impl Link {
     }
 
     /// Tells Home Assistant's event entity what just happened to call `sid`.
-    async fn tell_events(&mut self, sid: &str) {
+    async fn tell_events(&mut self, sid: &crate::twilio::media::CallSid) {
         let Ok(Some(call)) = self.parts.store.call(sid).await else { return };
         if call.direction.starts_with("outbound") {
             return;
@@ -405,7 +405,7 @@ impl Link {
             if self.told.iter().any(|(s, k)| s == sid && *k == kind) {
                 continue;
             }
-            self.told.push_back((sid.to_owned(), kind));
+            self.told.push_back((sid.clone(), kind));
             if self.told.len() > 512 {
                 self.told.pop_front();
             }

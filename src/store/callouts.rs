@@ -5,6 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{now_ms, Store, StoreError};
+use crate::twilio::media::CallSid;
 
 /// A call-out the box was asked to place (now, or queued until the phone network is back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,7 +20,7 @@ pub struct CallOutRow {
     /// `pending`, `placing`, `placed`, `failed`, `expired`, or `uncertain` (the box stopped or the
     /// network failed after the request may have reached Twilio: never sent again).
     pub state: String,
-    pub call_sid: Option<String>,
+    pub call_sid: Option<CallSid>,
     pub last_error: Option<String>,
 }
 
@@ -27,7 +28,7 @@ pub struct CallOutRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     Placed {
-        call_sid: String,
+        call_sid: CallSid,
     },
     /// Nothing reached Twilio: try again at `next_try`.
     Retry {

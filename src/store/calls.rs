@@ -5,6 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{now_ms, Store, StoreError, Written};
+use crate::twilio::media::CallSid;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,7 +51,7 @@ impl Outcome {
 /// that logs a record masks them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallRecord {
-    pub call_sid: String,
+    pub call_sid: CallSid,
     pub direction: String,
     pub from_number: String,
     pub to_number: String,
@@ -103,7 +104,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
 
 impl Store {
     /// A call reached the webhook. A retried webhook (same SID) changes nothing.
-    pub async fn call_started(&self, sid: &str, direction: &str, from: &str, to: &str) -> Result<(), StoreError> {
+    pub async fn call_started(&self, sid: &CallSid, direction: &str, from: &str, to: &str) -> Result<(), StoreError> {
         let told = sid.to_owned();
         let (sid, direction, from, to) = (sid.to_owned(), direction.to_owned(), from.to_owned(), to.to_owned());
         let done = self
@@ -120,7 +121,7 @@ impl Store {
         done
     }
 
-    pub async fn call_answered(&self, sid: &str) -> Result<(), StoreError> {
+    pub async fn call_answered(&self, sid: &CallSid) -> Result<(), StoreError> {
         let sid = sid.to_owned();
         self.run(move |c| {
             c.execute(
@@ -134,7 +135,7 @@ impl Store {
 
     /// Finalises a call. The first ending wins (the stream and the status callback both report it);
     /// returns whether this one did.
-    pub async fn call_ended(&self, sid: &str, outcome: Outcome, reason: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn call_ended(&self, sid: &CallSid, outcome: Outcome, reason: Option<&str>) -> Result<bool, StoreError> {
         let told = sid.to_owned();
         let (sid, reason) = (sid.to_owned(), reason.map(str::to_owned));
         let ended = self
@@ -155,13 +156,13 @@ impl Store {
         ended
     }
 
-    pub async fn call(&self, sid: &str) -> Result<Option<CallRecord>, StoreError> {
+    pub async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
         let sid = sid.to_owned();
         self.run(move |c| c.query_row(&format!("{SELECT} WHERE call_sid = ?1"), [sid], record).optional()).await
     }
 
     /// One turn of a conversation: `speaker` is `caller` or `box`; `seq` orders a call's turns.
-    pub async fn add_turn(&self, sid: &str, seq: u32, speaker: &'static str, text: &str) -> Result<(), StoreError> {
+    pub async fn add_turn(&self, sid: &CallSid, seq: u32, speaker: &'static str, text: &str) -> Result<(), StoreError> {
         let written = Written::Turn { call_sid: sid.to_owned(), speaker: speaker.to_owned(), text: text.to_owned() };
         let (sid, text) = (sid.to_owned(), text.to_owned());
         self.run(move |c| {
@@ -176,7 +177,7 @@ impl Store {
     }
 
     /// The conversation of a call, in order: (speaker, text).
-    pub async fn turns(&self, sid: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn turns(&self, sid: &CallSid) -> Result<Vec<(String, String)>, StoreError> {
         let sid = sid.to_owned();
         self.run(move |c| {
             let mut stmt = c.prepare_cached("SELECT speaker, text FROM turns WHERE call_sid = ?1 ORDER BY seq")?;
@@ -286,7 +287,7 @@ impl Store {
     }
 
     /// Marks a call as waiting to be heard (missed, or a message was left).
-    pub async fn mark_waiting(&self, sid: &str) -> Result<(), StoreError> {
+    pub async fn mark_waiting(&self, sid: &CallSid) -> Result<(), StoreError> {
         let sid = sid.to_owned();
         self.run(move |c| c.execute("UPDATE calls SET waiting = 1 WHERE call_sid = ?1", [sid])).await.map(drop)
     }
@@ -306,7 +307,7 @@ impl Store {
         self.run(|c| c.query_row("SELECT COUNT(*) FROM calls WHERE waiting = 1", [], |r| r.get(0))).await
     }
 
-    pub async fn mark_heard(&self, sids: Vec<String>) -> Result<(), StoreError> {
+    pub async fn mark_heard(&self, sids: Vec<CallSid>) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction()?;
             for sid in &sids {
@@ -331,18 +332,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twilio::media::CallSid;
 
     const SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+    fn sid(s: &str) -> CallSid {
+        CallSid::parse(s).expect("a call SID")
+    }
 
     #[tokio::test]
     async fn a_call_is_logged_from_webhook_to_end_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
-        store.call_started(SID, "inbound", "+15551234567", "+15557654321").await.expect("start");
-        store.call_started(SID, "inbound", "+15551234567", "+15557654321").await.expect("retried webhook");
-        store.call_answered(SID).await.expect("answer");
-        assert!(store.call_ended(SID, Outcome::Completed, None).await.expect("end"));
-        assert!(!store.call_ended(SID, Outcome::Failed, Some("late")).await.expect("second end"), "first ending wins");
+        store.call_started(&sid(SID), "inbound", "+15551234567", "+15557654321").await.expect("start");
+        store.call_started(&sid(SID), "inbound", "+15551234567", "+15557654321").await.expect("retried webhook");
+        store.call_answered(&sid(SID)).await.expect("answer");
+        assert!(store.call_ended(&sid(SID), Outcome::Completed, None).await.expect("end"));
+        assert!(
+            !store.call_ended(&sid(SID), Outcome::Failed, Some("late")).await.expect("second end"),
+            "first ending wins"
+        );
         let calls = store.recent_calls(10).await.expect("list");
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].outcome.as_deref(), Some("completed"));
@@ -354,12 +363,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
-            store.call_started(SID, "inbound", "+15551234567", "+15557654321").await.expect("start");
+            store.call_started(&sid(SID), "inbound", "+15551234567", "+15557654321").await.expect("start");
             // Dropped without ending the call: the process "died".
         }
         let store = Store::open(dir.path()).expect("reopen");
         assert_eq!(store.interrupted_at_start, 1);
-        let call = store.call(SID).await.expect("get").expect("row kept");
+        let call = store.call(&sid(SID)).await.expect("get").expect("row kept");
         assert_eq!(call.outcome.as_deref(), Some("interrupted"));
         let again = Store::open(dir.path()).expect("reopen again");
         assert_eq!(again.interrupted_at_start, 0, "nothing is lost or re-marked");

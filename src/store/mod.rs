@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use schema::{move_aside, open_checked, OpenFailure};
 
+use crate::twilio::media::CallSid;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("cannot open the database {path}: {source}")]
@@ -41,14 +43,27 @@ pub enum StoreError {
     Stopped,
 }
 
+/// A call SID goes into the log as its text and comes back as the SID the box stored.
+impl rusqlite::types::ToSql for CallSid {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for CallSid {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        value.as_str().map(|s| CallSid::trusted(s.to_owned()))
+    }
+}
+
 /// Something the call log just stored, as the LAN page shows it live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Written {
     /// One turn of a conversation (`speaker`: `caller` or `box`).
-    Turn { call_sid: String, speaker: String, text: String },
+    Turn { call_sid: CallSid, speaker: String, text: String },
     /// A call's row changed (started, answered, ended, a voicemail saved or removed).
-    Call { call_sid: String },
+    Call { call_sid: CallSid },
 }
 
 pub use crate::clock::now_ms;
@@ -181,7 +196,7 @@ impl Store {
         let _ = self.owner.feed.send(written);
     }
 
-    fn changed(&self, sid: &str) {
+    fn changed(&self, sid: &CallSid) {
         self.tell(Written::Call { call_sid: sid.to_owned() });
     }
 

@@ -110,8 +110,13 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
     use crate::store::Store;
+    use crate::twilio::media::CallSid;
 
     const SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+    fn sid(s: &str) -> CallSid {
+        CallSid::parse(s).expect("a call SID")
+    }
 
     /// The files in `dir` whose names start with `prefix`.
     fn files_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -133,7 +138,7 @@ mod tests {
         let aside = store.damaged_moved_to.clone().expect("the damage is reported");
         assert!(aside.file_name().expect("name").to_string_lossy().starts_with("voca.db.damaged-"), "{aside:?}");
         assert_eq!(std::fs::read(&aside).expect("kept"), garbage, "kept byte for byte");
-        store.call_started(SID, "inbound", "+15551234567", "+15557654321").await.expect("the new log works");
+        store.call_started(&sid(SID), "inbound", "+15551234567", "+15557654321").await.expect("the new log works");
         assert_eq!(store.recent_calls(10).await.expect("list").len(), 1);
         drop(store);
         let again = Store::open(dir.path()).expect("reopen");
@@ -147,7 +152,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).expect("open");
             for i in 0..200 {
-                let sid = format!("CA{i:032}");
+                let sid = sid(&format!("CA{i:032}"));
                 store.call_started(&sid, "inbound", "+15551234567", "+15557654321").await.expect("start");
                 store.add_turn(&sid, 1, "caller", &"words ".repeat(40)).await.expect("turn");
             }

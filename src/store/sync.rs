@@ -3,11 +3,12 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
+use crate::twilio::media::CallSid;
 
 /// A call Twilio handled while the box was away, as the sync imports it.
 #[derive(Debug, Clone)]
 pub struct ImportedCall {
-    pub call_sid: String,
+    pub call_sid: CallSid,
     pub from: String,
     pub to: String,
     pub started_at: i64,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
+use crate::twilio::media::CallSid;
 
 /// The voicemail folder, `<data_dir>/voicemail`: everyone who writes, serves or plays a message
 /// asks it. Cheap to clone.
@@ -100,7 +101,7 @@ pub struct VoicemailCheck {
 
 impl Store {
     /// Notes the caller's recorded message on the call.
-    pub async fn voicemail_saved(&self, sid: &str, path: &Path) -> Result<(), StoreError> {
+    pub async fn voicemail_saved(&self, sid: &CallSid, path: &Path) -> Result<(), StoreError> {
         let told = sid.to_owned();
         let (sid, path) = (sid.to_owned(), path.display().to_string());
         self.run(move |c| {
@@ -172,7 +173,7 @@ impl Store {
 
     /// Forgets the call's message (its file is the caller's to remove first); the call stays in the
     /// log. Returns the file the row named, if any.
-    pub async fn voicemail_removed(&self, sid: &str) -> Result<Option<String>, StoreError> {
+    pub async fn voicemail_removed(&self, sid: &CallSid) -> Result<Option<String>, StoreError> {
         let told = sid.to_owned();
         let sid = sid.to_owned();
         let removed = self
@@ -195,7 +196,7 @@ impl Store {
     }
 
     /// Stores the free-form transcript of the call's message.
-    pub async fn voicemail_transcribed(&self, sid: &str, text: &str) -> Result<(), StoreError> {
+    pub async fn voicemail_transcribed(&self, sid: &CallSid, text: &str) -> Result<(), StoreError> {
         let (sid, text) = (sid.to_owned(), text.to_owned());
         self.run(move |c| {
             c.execute("UPDATE calls SET voicemail_transcript = ?2 WHERE call_sid = ?1", params![sid, text])
@@ -222,13 +223,16 @@ mod tests {
             "CA00000000000000000000000000000003",
         ];
         for sid in sids {
-            store.call_started(sid, "inbound", "+15551234567", "+15557654321").await.expect("start");
+            store
+                .call_started(&CallSid::trusted(sid.into()), "inbound", "+15551234567", "+15557654321")
+                .await
+                .expect("start");
         }
         // Killed after the file was renamed into place, before the row: the message is attached.
         let whole = folder.write_recording(sids[0], &[1, 2, 3]).expect("write");
         // Removed from the page (the file first), killed before the row: the row forgets it.
         let gone = vm.join(format!("{}-2000.wav", sids[1]));
-        store.voicemail_saved(sids[1], &gone).await.expect("saved");
+        store.voicemail_saved(&CallSid::trusted(sids[1].into()), &gone).await.expect("saved");
         // Killed in the middle of writing: the partial file goes.
         std::fs::write(partial_name(&vm.join(format!("{}-3000.wav", sids[2]))), b"RIFF").expect("part");
         // A message of a call the log does not know: kept.
@@ -236,13 +240,13 @@ mod tests {
         std::fs::write(&stranger, b"RIFF").expect("stranger");
         // And one that is as it should be.
         let fine = folder.write_download("RE0000000000000000000000000000005", b"RIFF").expect("write");
-        store.voicemail_saved(sids[2], &fine).await.expect("saved");
+        store.voicemail_saved(&CallSid::trusted(sids[2].into()), &fine).await.expect("saved");
 
         let check = store.reconcile_voicemail(&folder).await.expect("reconcile");
         assert_eq!(check, VoicemailCheck { files_attached: 1, rows_cleared: 1, partial_removed: 1, files_unknown: 1 });
         let row = |sid: &'static str| {
             let store = store.clone();
-            async move { store.call(sid).await.expect("store").expect("row") }
+            async move { store.call(&CallSid::trusted(sid.into())).await.expect("store").expect("row") }
         };
         assert_eq!(row(sids[0]).await.voicemail, Some(whole.display().to_string()));
         assert!(row(sids[0]).await.waiting, "an attached message waits to be heard");

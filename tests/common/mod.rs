@@ -185,3 +185,8 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+
+/// A call SID as the store takes it, from the text a simulated call carries.
+pub fn call_sid(sid: impl AsRef<str>) -> voca::twilio::media::CallSid {
+    voca::twilio::media::CallSid::parse(sid.as_ref()).expect("a call SID")
+}

@@ -95,7 +95,7 @@ pub(super) fn sid(raw: &str) -> Answer<CallSid> {
 
 pub(super) async fn record(lan: &Lan, raw: &str) -> Answer<CallRecord> {
     let sid = sid(raw)?;
-    lan.store.call(sid.as_str()).await?.ok_or_else(|| ApiError::not_found(format!("no call {sid} in the call log")))
+    lan.store.call(&sid).await?.ok_or_else(|| ApiError::not_found(format!("no call {sid} in the call log")))
 }
 
 pub(super) async fn call(State(lan): State<Lan>, Path(raw): Path<String>) -> Answer<Json<Value>> {
