@@ -153,7 +153,7 @@ async fn transcribe_message(stt: Stt, store: Store, sid: CallSid, audio: Arc<Vec
         warn!(call = %sid, "voicemail not transcribed: the speech model is still loading");
         return;
     }
-    let text = tokio::task::spawn_blocking(move || stt.transcribe_free(&audio)).await.ok().flatten();
+    let text = stt.transcribe_free(audio).await;
     let Some(text) = text else {
         warn!(call = %sid, "voicemail not transcribed: no speech model");
         return;

@@ -19,6 +19,9 @@ pub(super) enum Item {
     End(Instant),
     /// The utterance lost audio to the bound: answer it with [`Heard::Missed`].
     Missed,
+    /// A whole recording (a voicemail) to transcribe free-form, answered with one
+    /// [`Heard::Final`].
+    Recording(Arc<Vec<i16>>),
 }
 
 struct Queue {
@@ -97,6 +100,12 @@ impl Ear {
         let item = if std::mem::take(&mut q.open_lost) { Item::Missed } else { Item::End(Instant::now()) };
         q.items.push_back(item);
         drop(q);
+        self.changed.notify_one();
+    }
+
+    /// A whole recording to transcribe free-form (see [`Item::Recording`]). Never dropped.
+    pub fn recording(&self, audio: Arc<Vec<i16>>) {
+        self.lock().items.push_back(Item::Recording(audio));
         self.changed.notify_one();
     }
 
@@ -214,6 +223,7 @@ mod tests {
                 Item::Settle => "settle",
                 Item::End(_) => "end",
                 Item::Missed => "missed",
+                Item::Recording(_) => "recording",
             })
             .collect()
     }

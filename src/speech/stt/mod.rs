@@ -590,11 +590,21 @@ impl Stt {
         self.lock().idle.len()
     }
 
-    /// A free-form transcript of a whole recording (voicemail), on a recognizer of its own: blocking,
-    /// call it off the async runtime. `None` if the model is not loaded.
-    pub fn transcribe_free(&self, audio: &[i16]) -> Option<String> {
-        let shared = self.lock().shared.clone()?;
-        shared.decode_free(audio)
+    /// A free-form transcript of a whole recording (voicemail), decoded by a worker of the pool
+    /// like any call's speech (so the watchdog sees it if libvosk hangs). `None` if the model is
+    /// not loaded.
+    pub async fn transcribe_free(&self, audio: Arc<Vec<i16>>) -> Option<String> {
+        let ear = Ear::new(Duration::from_millis(20));
+        let waker = Arc::new(tokio::sync::Notify::new());
+        ear.set_waker(waker.clone());
+        let _lease = self.lease(ear.clone())?;
+        ear.recording(audio);
+        loop {
+            if let Some(Heard::Final { text, .. }) = ear.poll() {
+                return Some(text);
+            }
+            waker.notified().await;
+        }
     }
 }
 
@@ -648,5 +658,33 @@ mod tests {
         let loaded = load_model(&path).unwrap_or_else(|e| panic!("{e} (make test installs it)"));
         let recognizer = vosk::Recognizer::new(&loaded.model, 16000.0);
         assert!(recognizer.is_some(), "a recognizer can be made from the loaded model");
+    }
+
+    #[tokio::test]
+    async fn a_recording_is_transcribed_by_a_worker_of_the_pool() {
+        let stt = Stt::start(SttOptions {
+            model: models::test_model_path(),
+            recognition: Recognition::Free,
+            phrases: Vec::new(),
+            warm: 0,
+            warm_up: Vec::new(),
+            download: None,
+        });
+        assert_eq!(stt.ready().await, ModelState::Ready);
+        assert_eq!(stt.idle(), 0, "no worker before the first job");
+        let text = stt.transcribe_free(Arc::new(vec![0i16; 16_000])).await;
+        assert_eq!(text.as_deref().map(str::trim), Some(""), "a second of silence says nothing");
+        assert_eq!(stt.idle(), 1, "the worker that decoded it went back to the pool");
+        stt.shutdown();
+        let none = Stt::start(SttOptions {
+            model: "/nonexistent/model".into(),
+            recognition: Recognition::Free,
+            phrases: Vec::new(),
+            warm: 0,
+            warm_up: Vec::new(),
+            download: None,
+        });
+        none.ready().await;
+        assert_eq!(none.transcribe_free(Arc::new(vec![0i16; 160])).await, None, "no model: no transcript");
     }
 }
