@@ -2,6 +2,10 @@
 //! shuts down in order within a deadline: stop accepting, end calls (logged as interrupted), drain
 //! tasks, close the database.
 
+mod answer;
+mod network;
+mod speech;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,26 +18,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::appliance::intercom::{Fallback, IntercomCall, RingCall};
 use crate::appliance::{Appliance, LocalSpeech};
-use crate::assistant::llm::Llm;
-use crate::assistant::Assistant;
-use crate::audio::vad::VadConfig;
-use crate::audio::wav;
-use crate::call::conversation::{AssistantCall, Prompts, SpeechKit, Transfer};
+use crate::call::conversation::SpeechKit;
 use crate::call::registry::Registry;
-use crate::call::responder::{Purpose, Responder, ResponderFactory, ToneResponder};
 use crate::call::session::SessionContext;
 use crate::call::webhook::{self, PhoneState};
 use crate::config::settings::{Live, Settings};
-use crate::config::{AnswerMode, Config, TunnelProvider, Unanswered};
+use crate::config::Config;
 use crate::events::{DeviceState, StateBus};
-use crate::speech::stt::{Stt, SttOptions};
-use crate::speech::tts::{Tts, TtsOptions};
+use crate::speech::stt::Stt;
 use crate::store::{Folder, Store};
-use crate::twilio::media::CallSid;
 use crate::twilio::rest::RestClient;
 use crate::{net, web};
+use answer::responder_factory;
+use network::start_network;
+use speech::{greeting, speech_kit};
 
 /// How long tasks get to finish after a shutdown signal before the process exits anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -124,101 +123,6 @@ impl Running {
     }
 }
 
-/// Loads the greeting WAV (`calls.greeting_wav`, any rate) as 16 kHz samples.
-fn greeting(config: &Config) -> anyhow::Result<Option<Arc<Vec<i16>>>> {
-    let Some(path) = &config.calls.greeting_wav else { return Ok(None) };
-    let samples = wav::read_at(path, 16000).with_context(|| "`calls.greeting_wav`".to_string())?;
-    Ok(Some(Arc::new(samples)))
-}
-
-/// The speech engines for calls and the box's speaker: TTS starts here, the model loads in the
-/// background while the box already answers. `None` when calls get the tone line test instead.
-async fn speech_kit(config: &Config, settings: &Live, store: &Store, rest: Option<RestClient>) -> Option<SpeechKit> {
-    if config.calls.answer == AnswerMode::Tones {
-        return None;
-    }
-    let options = TtsOptions::new(config);
-    let tts = match tokio::task::spawn_blocking(move || Tts::start(&options)).await {
-        Ok(Ok(tts)) => Arc::new(tts),
-        Ok(Err(e)) => {
-            error!("{e}: calls get the tone line test instead of the assistant");
-            return None;
-        }
-        Err(e) => {
-            error!("the TTS start-up crashed ({e}): calls get the tone line test");
-            return None;
-        }
-    };
-    let assistant = Arc::new(Assistant::new(config));
-    let prompts = Prompts::render(&tts, &assistant).await;
-    let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
-    let stt = Stt::start(SttOptions::new(config, assistant.grammar(), warm, prompts.greeting.get().to_vec()));
-    let transfer = match (rest, &config.twilio.phone_number) {
-        (Some(rest), Some(number)) => Some(Transfer { rest, caller_id: number.clone(), settings: settings.clone() }),
-        _ => None,
-    };
-    let kit = SpeechKit {
-        stt,
-        tts,
-        prompts,
-        assistant,
-        llm: Llm::new(&config.llm),
-        vad: VadConfig {
-            hangover: config.speech.endpoint_hangover.into(),
-            min_speech: config.speech.min_speech.into(),
-            ..VadConfig::default()
-        },
-        backlog: config.speech.backlog.into(),
-        reprompt_after: config.speech.reprompt_after.into(),
-        store: store.clone(),
-        voicemail: Folder::new(&config.device.data_dir),
-        store_transcripts: config.assistant.store_transcripts,
-        // Decided per call, from the settings in effect (see `responder_factory`).
-        voicemail_only: false,
-        transfer,
-    };
-    info!(tts = kit.tts.voice.engine, voice = %kit.tts.voice.voice, language = kit.assistant.language.code, llm = kit.llm.is_some(), "assistant ready; speech model loading");
-    Some(kit)
-}
-
-/// What answers each call: call-outs play on the box (intercom); incoming calls as `calls.answer`
-/// says (ring the box, intercom, assistant, voicemail, or the tone line test), straight to voicemail
-/// in do-not-disturb. Read from the configuration in effect when each call arrives.
-fn responder_factory(
-    settings: Live,
-    kit: Option<SpeechKit>,
-    appliance: Appliance,
-    greeting: Option<Arc<Vec<i16>>>,
-) -> ResponderFactory {
-    Arc::new(move |sid: &CallSid, purpose: Purpose| -> Box<dyn Responder> {
-        let calls = settings.get().calls.clone();
-        let (kit, greeting) = (kit.clone(), greeting.clone());
-        let answering = move |sid: &CallSid, voicemail: bool| -> Box<dyn Responder> {
-            match kit {
-                Some(mut kit) => {
-                    kit.voicemail_only |= voicemail;
-                    Box::new(AssistantCall::new(kit, sid))
-                }
-                None => Box::new(ToneResponder::new(greeting)),
-            }
-        };
-        let incoming = if calls.do_not_disturb { AnswerMode::Voicemail } else { calls.answer };
-        match (purpose, incoming) {
-            (Purpose::CallOut(_), _) | (Purpose::Incoming, AnswerMode::Intercom) => {
-                Box::new(IntercomCall::new(appliance.clone(), sid, purpose))
-            }
-            (Purpose::Incoming, AnswerMode::Ring) => {
-                let fallback_sid = sid.clone();
-                let to_voicemail = calls.unanswered == Unanswered::Voicemail;
-                let fallback: Fallback = Box::new(move || answering(&fallback_sid, to_voicemail));
-                Box::new(RingCall::new(appliance.clone(), sid, calls.ring_timeout.into(), fallback))
-            }
-            (Purpose::Incoming, AnswerMode::Voicemail) => answering(sid, true),
-            (Purpose::Incoming, AnswerMode::Tones | AnswerMode::Assistant) => answering(sid, false),
-        }
-    })
-}
-
 /// Follows the LAN page's changes the assistant uses: the greeting (re-rendered) and the
 /// contacts' names.
 async fn follow_settings(settings: Live, kit: SpeechKit, shutdown: CancellationToken) {
@@ -239,53 +143,6 @@ async fn follow_settings(settings: Live, kit: SpeechKit, shutdown: CancellationT
             text = now;
         }
     }
-}
-
-/// The tunnel (if any), the number's webhooks and the connectivity monitor.
-fn start_network(
-    config: &Config,
-    state: &StateBus,
-    rest: Option<RestClient>,
-    public: &crate::twilio::PublicUrl,
-    server: net::Server,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let provider = config.tunnel.provider;
-    match provider {
-        TunnelProvider::None => state.set(DeviceState::Offline),
-        TunnelProvider::External => {
-            let url = public.get().to_string();
-            state.update(|s| s.network.public_url = Some(url));
-        }
-        TunnelProvider::Ngrok => {
-            let dialer = Arc::new(crate::tunnel::ngrok::NgrokDialer::new(&config.tunnel));
-            let backoff = net::Backoff::new(Duration::from_secs(1), config.tunnel.reconnect_max.into());
-            tracker.spawn(crate::tunnel::supervise(
-                dialer,
-                server,
-                public.clone(),
-                state.clone(),
-                backoff,
-                shutdown.clone(),
-            ));
-        }
-    }
-    let interval: Duration = config.tunnel.probe_interval.into();
-    if let (true, Some(rest), Some(number)) =
-        (provider != TunnelProvider::None, rest.clone(), config.twilio.phone_number.clone())
-    {
-        tracker.spawn(crate::tunnel::keep_number_pointed(
-            rest,
-            number,
-            config.twilio.fallback_url.clone(),
-            config.twilio.force_number_setup,
-            state.clone(),
-            interval,
-            shutdown.clone(),
-        ));
-    }
-    tracker.spawn(crate::tunnel::monitor::run(rest, provider, state.clone(), interval, shutdown.clone()));
 }
 
 /// Starts the box with `config` and the settings the LAN page saved in its data folder, and
