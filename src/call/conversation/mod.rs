@@ -5,93 +5,25 @@
 //! Nothing here blocks: recognition and synthesis run on their own threads and their results are
 //! collected in `poll`, as soon as the session is woken.
 
+mod kit;
+mod message;
+
+pub use kit::{Greeting, Prompts, SpeechKit, Transfer};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use super::responder::{tones, Frame16k, Outbox, Responder};
-use crate::assistant::llm::Llm;
-use crate::assistant::{Action, Assistant, Conversation, Reply};
-use crate::audio::vad::{VadConfig, VadEvent};
+use crate::assistant::{Action, Conversation, Reply};
+use crate::audio::vad::VadEvent;
+use crate::call::responder::{Frame16k, Outbox, Responder};
 use crate::speech::listen::Listener;
-use crate::speech::stt::{Heard, ModelState, Stt};
-use crate::speech::tts::{Speech, Tts};
-use crate::store::Store;
+use crate::speech::stt::{Heard, ModelState};
+use crate::speech::tts::Speech;
 use crate::telemetry::Throttle;
 use crate::twilio::media::CallSid;
-
-/// Fixed prompts, rendered once at start-up (16 kHz).
-#[derive(Debug, Clone)]
-pub struct Prompts {
-    /// Changes when the greeting text does (from the LAN page): see [`Greeting`].
-    pub greeting: Greeting,
-    pub one_moment: Arc<Vec<i16>>,
-    pub goodbye: Arc<Vec<i16>>,
-    pub reprompt: Arc<Vec<i16>>,
-    pub voicemail_intro: Arc<Vec<i16>>,
-    pub voicemail_saved: Arc<Vec<i16>>,
-    pub voicemail_not_saved: Arc<Vec<i16>>,
-    pub trouble: Arc<Vec<i16>>,
-    pub missed: Arc<Vec<i16>>,
-}
-
-impl Prompts {
-    pub async fn render(tts: &Tts, assistant: &Assistant) -> Self {
-        let l = assistant.language;
-        let r = |text: String| async move { Arc::new(tts.prompt(&text).await) };
-        Self {
-            greeting: Greeting::new(r(assistant.greeting.clone()).await),
-            one_moment: r(l.one_moment.into()).await,
-            goodbye: r(l.goodbye.into()).await,
-            reprompt: r(l.reprompt.into()).await,
-            voicemail_intro: r(l.voicemail_intro.into()).await,
-            voicemail_saved: r(l.voicemail_saved.into()).await,
-            voicemail_not_saved: r(l.voicemail_not_saved.into()).await,
-            trouble: r(l.trouble.into()).await,
-            missed: r(l.missed.into()).await,
-        }
-    }
-}
-
-/// The greeting's audio, re-rendered when the settings change it; every call plays the current one.
-pub type Greeting = crate::swap::Swap<Arc<Vec<i16>>>;
-
-/// What every assistant call shares.
-#[derive(Clone)]
-pub struct SpeechKit {
-    pub stt: Stt,
-    pub tts: Arc<Tts>,
-    pub prompts: Prompts,
-    pub assistant: Arc<Assistant>,
-    pub llm: Option<Llm>,
-    pub vad: VadConfig,
-    /// At most this much of the caller's speech waits for a recognizer (`speech.backlog`).
-    pub backlog: Duration,
-    pub reprompt_after: Duration,
-    pub store: Store,
-    pub voicemail: crate::store::Folder,
-    pub store_transcripts: bool,
-    /// Start every call in voicemail (`calls.answer = "voicemail"`).
-    pub voicemail_only: bool,
-    /// Transfers ("call Alice" during a call): the REST client, the box's number and the contacts.
-    pub transfer: Option<Transfer>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Transfer {
-    pub rest: crate::twilio::rest::RestClient,
-    pub caller_id: crate::config::E164,
-    /// The configuration in effect, for its contacts.
-    pub settings: crate::config::settings::Live,
-}
-
-impl std::fmt::Debug for SpeechKit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpeechKit").field("stt", &self.stt).finish_non_exhaustive()
-    }
-}
 
 #[derive(Debug)]
 enum Mode {
@@ -146,29 +78,6 @@ impl std::fmt::Debug for AssistantCall {
     }
 }
 
-/// The message's free-form transcript, stored with it: after the call, off its hot path (waits for
-/// the model if the box has only just started).
-async fn transcribe_message(stt: Stt, store: Store, sid: CallSid, audio: Arc<Vec<i16>>) {
-    if tokio::time::timeout(Duration::from_secs(120), stt.loaded()).await.is_err() {
-        warn!(call = %sid, "voicemail not transcribed: the speech model is still loading");
-        return;
-    }
-    let text = stt.transcribe_free(audio).await;
-    let Some(text) = text else {
-        warn!(call = %sid, "voicemail not transcribed: no speech model");
-        return;
-    };
-    info!(call = %sid, words = text.split_whitespace().count(), "voicemail transcribed");
-    if let Err(e) = store.voicemail_transcribed(&sid, &text).await {
-        warn!(call = %sid, "voicemail transcript not saved: {e}");
-    }
-}
-
-/// A short beep before recording.
-fn beep() -> Vec<i16> {
-    tones(&[1000.0], 0.25, 9000.0)
-}
-
 impl AssistantCall {
     pub fn new(kit: SpeechKit, sid: &CallSid) -> Self {
         let listener = Listener::new(kit.stt.clone(), kit.vad, kit.backlog);
@@ -211,75 +120,6 @@ impl AssistantCall {
         } else {
             out.play(&self.kit.prompts.greeting.get(), "greeting");
         }
-    }
-
-    fn start_voicemail(&mut self, out: &mut Outbox) {
-        out.play(&self.kit.prompts.voicemail_intro, "voicemail-intro");
-        out.play(&beep(), "beep");
-        self.mode = Mode::Recording(Vec::with_capacity(16000 * 60));
-        info!("recording a voicemail");
-    }
-
-    fn finish_voicemail(&mut self, out: &mut Outbox) {
-        out.clear();
-        match self.save_voicemail() {
-            Some(saved) => self.mode = Mode::Saving(saved),
-            None => self.voicemail_written(true, out), // nothing was said: nothing lost
-        }
-    }
-
-    /// The caller hears whether their message was stored, then the box hangs up.
-    fn voicemail_written(&mut self, saved: bool, out: &mut Outbox) {
-        self.mode = Mode::Closing;
-        if saved {
-            out.play(&self.kit.prompts.voicemail_saved, "voicemail-saved");
-            out.hang_up("voicemail saved");
-        } else {
-            out.play(&self.kit.prompts.voicemail_not_saved, "voicemail-not-saved");
-            out.hang_up("the voicemail could not be saved");
-        }
-    }
-
-    /// Writes the message being recorded (then notes it in the call log and transcribes it, off the
-    /// call); `None` if there was nothing to save, else whether the file was written (whole or not at
-    /// all: a full card or a kill must not leave a broken message behind; see
-    /// [`crate::store::Store::reconcile_voicemail`] for a kill between the file and its row).
-    fn save_voicemail(&mut self) -> Option<oneshot::Receiver<bool>> {
-        let Mode::Recording(audio) = std::mem::replace(&mut self.mode, Mode::Closing) else { return None };
-        if audio.is_empty() {
-            return None;
-        }
-        let folder = self.kit.voicemail.clone();
-        let (store, sid, stt, waker) =
-            (self.kit.store.clone(), self.sid.clone(), self.kit.stt.clone(), self.waker.clone());
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let audio = Arc::new(audio);
-            let written = {
-                let (folder, sid, audio) = (folder.clone(), sid.clone(), audio.clone());
-                tokio::task::spawn_blocking(move || folder.write_recording(sid.as_str(), &audio)).await
-            };
-            let written = match written {
-                Ok(Ok(path)) => Ok(path),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = tx.send(written.is_ok());
-            waker.notify_one();
-            let path = match written {
-                Ok(path) => path,
-                Err(why) => {
-                    error!(call = %sid, "voicemail not saved in {}: {why}", folder.path().display());
-                    return;
-                }
-            };
-            info!(call = %sid, path = %path.display(), "voicemail saved");
-            if let Err(e) = store.voicemail_saved(&sid, &path).await {
-                warn!(call = %sid, "voicemail not noted in the call log: {e}");
-            }
-            transcribe_message(stt, store, sid, audio).await;
-        });
-        Some(rx)
     }
 
     /// The caller spoke over the box: stop talking and listen.
