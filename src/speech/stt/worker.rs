@@ -1,0 +1,95 @@
+//! A recognizer thread of the pool: it serves one ear at a time, computes on its own thread only
+//! (no BLAS pool on top) and below real-time work in priority.
+
+use std::sync::Arc;
+
+use super::decode::Recognizers;
+use super::model::Shared;
+use super::Ear;
+
+/// Makes the BLAS inside libvosk compute on the calling thread only. The box runs one recognizer
+/// per call on threads of its own; OpenBLAS's own thread pool on top of that only contends with
+/// them: measured with twenty calls ending a turn together, the recognizers' lag behind real time
+/// went from up to ~150 ms to up to ~65 ms and the box's CPU per call fell by a fifth.
+/// (`OPENBLAS_NUM_THREADS` would have to be set before the library loads, which is before `main`.)
+pub(super) fn single_threaded_blas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: looks up a symbol of the libraries this process already loaded; the function, when
+        // libvosk's OpenBLAS exports it, takes one int and is safe to call before any BLAS work.
+        let set: Option<libloading::os::unix::Symbol<unsafe extern "C" fn(libc::c_int)>> =
+            unsafe { libloading::os::unix::Library::this().get(b"goto_set_num_threads\0").ok() };
+        match set {
+            // SAFETY: as above; 1 is a valid thread count.
+            Some(set) => unsafe { set(1) },
+            None => tracing::debug!("libvosk's BLAS has no goto_set_num_threads: its thread count is left alone"),
+        }
+    });
+}
+
+/// Recognition yields the CPU to what must keep real time (paced audio, the answers' synthesis,
+/// HTTP): a recognizer that falls behind loses nothing, its ear queues. Linux nice +15 for the
+/// calling thread only: nice is weighed per thread, so twenty recognizers at a milder +5 together
+/// still outweighed the one TTS thread several times over when twenty calls ended a turn at once.
+pub(super) fn below_real_time_work() {
+    // SAFETY: setpriority(2) on this thread's own id; no memory is passed.
+    let done = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 15)
+    };
+    if done != 0 {
+        tracing::debug!("recognizer thread priority unchanged: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A recognizer thread, waiting for ears to serve. Dropping it stops and joins the thread (a
+/// recognizer must not outlive the process's teardown of libvosk).
+pub(super) struct Worker {
+    ears: Option<std::sync::mpsc::Sender<Arc<Ear>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.ears.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Worker {
+    /// Starts a worker; with `warm_up`, it decodes that audio first and this waits until it has.
+    pub(super) fn spawn(shared: Arc<Shared>, warm_up: Option<Arc<Vec<i16>>>) -> Option<Self> {
+        let (ears, incoming) = std::sync::mpsc::channel::<Arc<Ear>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let warming = warm_up.is_some();
+        let thread = std::thread::Builder::new()
+            .name("voca-stt".into())
+            .spawn(move || {
+                below_real_time_work();
+                let Some(mut recognizers) = Recognizers::new(shared) else {
+                    tracing::error!("libvosk could not make a recognizer from the loaded model");
+                    let _ = ready_tx.send(false);
+                    return;
+                };
+                if let Some(audio) = &warm_up {
+                    recognizers.warm(audio);
+                }
+                let _ = ready_tx.send(true);
+                for ear in incoming {
+                    recognizers.serve(&ear);
+                }
+            })
+            .ok()?;
+        let worker = Self { ears: Some(ears), thread: Some(thread) };
+        if warming {
+            ready_rx.recv().ok().filter(|ok| *ok)?;
+        }
+        Some(worker)
+    }
+
+    pub(super) fn serve(&self, ear: Arc<Ear>) -> bool {
+        self.ears.as_ref().is_some_and(|tx| tx.send(ear).is_ok())
+    }
+}
