@@ -56,8 +56,9 @@ run: run-model test-voice ## set up, build and start the box with the built-in d
 	  VOCA_SPEECH_MODEL=$(TEST_MODEL) VOCA_SPEECH_LANGUAGE=ko VOCA_SPEECH_TTS=espeak VOCA_SPEECH_VOICE=ko exec $(VOCA) run; \
 	fi
 
-lint: deps ## rustfmt check and clippy with warnings denied
+lint: deps ## rustfmt check, clippy with warnings denied, and no import circle between files
 	cargo fmt --all -- --check
+	python3 scripts/import-circles.py src
 	cargo clippy --all-targets --locked -- -D warnings
 
 test-tools: ## the twilio and piper-tts Python packages (oracles) and the Prism mock of Twilio's API

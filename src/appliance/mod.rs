@@ -11,10 +11,8 @@
 mod dialling;
 pub mod intercom;
 mod messages;
-mod ringing;
+pub mod ringing;
 mod talk;
-
-pub use ringing::ring_tone;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

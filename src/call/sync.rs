@@ -108,7 +108,7 @@ async fn fetch_recordings(rest: &RestClient, sid: &CallSid, store: &Store, folde
             path = tokio::task::spawn_blocking(move || folder.write_download(&name, &audio)).await??;
             fetched += 1;
         }
-        store.voicemail_saved(&sid, &path).await?;
+        store.voicemail_saved(sid, &path).await?;
     }
     Ok(fetched)
 }

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use toml::{Table, Value};
 
-use super::{Config, ConfigError, DEFAULTS};
+use super::error::ConfigError;
+
+/// The configuration the box runs with when it has no file: `make run` uses it.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// Twilio's own variable names, accepted beside the `VOCA_<SECTION>_<KEY>` form.
 pub(super) const ENV_ALIASES: &[(&str, &str)] = &[
@@ -121,24 +124,6 @@ pub(super) fn typed_env_value(default: Option<&Value>, raw: &str) -> Result<Valu
 pub(super) fn section_names(table: &Table) -> String {
     let names: Vec<String> = table.iter().filter(|(_, v)| v.is_table()).map(|(k, _)| k.to_uppercase()).collect();
     names.join(", ")
-}
-
-/// Turns the merged table into a [`Config`], reporting unknown keys and type errors by their path.
-pub(super) fn deserialize(table: Table, origins: &Origins) -> Result<Config, ConfigError> {
-    let defaults: Table = toml::from_str(DEFAULTS).expect("defaults.toml is valid TOML");
-    let mut unknown: Vec<String> = Vec::new();
-    let result: Result<Config, _> = {
-        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-        let ignored = serde_ignored::Deserializer::new(Value::Table(table), &mut on_unknown);
-        serde_path_to_error::deserialize(ignored)
-    };
-    if let Some(key) = unknown.into_iter().next() {
-        return Err(unknown_key(&key, &defaults, origins));
-    }
-    result.map_err(|e| {
-        let key = e.path().to_string();
-        ConfigError::Invalid { origin: origins.of(&key), message: e.into_inner().message().trim().to_owned(), key }
-    })
 }
 
 pub(super) fn unknown_key(key: &str, defaults: &Table, origins: &Origins) -> ConfigError {

@@ -4,6 +4,7 @@
 //! rejected by name. Values are typed (durations, E.164 numbers, URLs) and every error says which
 //! key, where it came from and what is expected. Secrets are [`Secret`]s: never printed.
 
+mod error;
 mod layers;
 mod sections;
 pub mod settings;
@@ -15,7 +16,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use thiserror::Error;
 use toml::{Table, Value};
 
 pub use sections::{
@@ -24,10 +24,9 @@ pub use sections::{
 };
 pub use types::{mask_phone, AccountSid, Duration, Recognition, Secret, TtsKind, E164};
 
-use layers::{apply_env, deserialize, merge, Origins};
-
-/// The configuration the box runs with when it has no file: `make run` uses it.
-pub const DEFAULTS: &str = include_str!("defaults.toml");
+pub use error::ConfigError;
+pub use layers::DEFAULTS;
+use layers::{apply_env, merge, unknown_key, Origins};
 
 /// Where a box keeps its configuration; used when `--config` is not given and the file exists.
 pub const SYSTEM_PATH: &str = "/etc/voca/voca.toml";
@@ -83,22 +82,6 @@ impl Config {
             self.mqtt.base_topic.trim().trim_end_matches('/').to_owned()
         }
     }
-}
-
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("config file {path} not found: pass an existing file with --config, or leave it out to use the built-in defaults")]
-    NotFound { path: PathBuf },
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{origin} is not valid TOML: {message}")]
-    Syntax { origin: String, message: String },
-    #[error("unknown key `{key}` in {origin}: {hint}")]
-    UnknownKey { key: String, origin: String, hint: String },
-    #[error("`{key}` (from {origin}): {message}")]
-    Invalid { key: String, origin: String, message: String },
-    #[error("`{key}` is required {why}: set it in the config file or with {env}")]
-    Missing { key: String, why: String, env: String },
 }
 
 impl Config {
@@ -300,4 +283,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Turns the merged table into a [`Config`], reporting unknown keys and type errors by their path.
+fn deserialize(table: Table, origins: &Origins) -> Result<Config, ConfigError> {
+    let defaults: Table = toml::from_str(DEFAULTS).expect("defaults.toml is valid TOML");
+    let mut unknown: Vec<String> = Vec::new();
+    let result: Result<Config, _> = {
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(Value::Table(table), &mut on_unknown);
+        serde_path_to_error::deserialize(ignored)
+    };
+    if let Some(key) = unknown.into_iter().next() {
+        return Err(unknown_key(&key, &defaults, origins));
+    }
+    result.map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Invalid { origin: origins.of(&key), message: e.into_inner().message().trim().to_owned(), key }
+    })
 }

@@ -5,7 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ear::{Ear, Item};
-use super::{Heard, Pass, Recognition, Shared, FRAME_16K, SLOW_DOWN_US};
+use super::heard::{Heard, Pass, FRAME_16K};
+use super::model::{join, text_of, warm, Shared};
+use super::Recognition;
+
+/// For tests: extra microseconds every frame costs the recognizer (0: none), to make the real
+/// recognizer slower than real time.
+#[doc(hidden)]
+pub static SLOW_DOWN_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Audio kept per utterance: a longer one is decoded free-form only from its first minute, and is
 /// not settled at pauses.
@@ -29,23 +36,6 @@ pub(super) struct Recognizers {
     said: String,
     /// The transcript the live recognizer settled on at a pause (see [`Recognizers::settle`]).
     settled: Option<String>,
-}
-
-pub(super) fn text_of(result: vosk::CompleteResult<'_>) -> String {
-    result.single().map(|r| r.text.to_owned()).unwrap_or_default()
-}
-
-/// Decodes `audio` once and forgets it: a new free-form recognizer is slow on its first utterances
-/// (its decoding graph fills a cache as it goes).
-pub(super) fn warm(rec: &mut vosk::Recognizer, audio: &[i16]) {
-    for chunk in audio.chunks(FRAME_16K) {
-        let _ = rec.accept_waveform(chunk);
-    }
-    let _ = rec.final_result();
-}
-
-pub(super) fn join(a: &str, b: &str) -> String {
-    [a, b].iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 impl Recognizers {

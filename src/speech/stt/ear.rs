@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Heard, FRAME_16K};
+use super::heard::{Heard, FRAME_16K};
 
 // Frames travel by value in a queue whose slots are allocated once: no allocation per frame, at the
 // price of every slot being frame-sized.

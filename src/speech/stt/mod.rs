@@ -9,6 +9,7 @@
 
 mod decode;
 mod ear;
+mod heard;
 mod model;
 mod worker;
 
@@ -16,56 +17,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use thiserror::Error;
-
 use super::models;
+pub use decode::SLOW_DOWN_US;
 pub use ear::Ear;
+pub use heard::{Heard, Pass, SttError};
 use model::{hearable, Shared};
 pub use model::{load_model, LoadedModel};
 use worker::Worker;
 
-#[derive(Debug, Error)]
-pub enum SttError {
-    #[error(
-        "no VOSK model at {path}: install one with `voca models fetch NAME` or point `speech.model` at a model folder"
-    )]
-    ModelMissing { path: PathBuf },
-    #[error(
-        "libvosk could not load the model at {path}: the folder is incomplete or not a VOSK model; fetch it again"
-    )]
-    ModelLoad { path: PathBuf },
-}
-
 pub use crate::config::Recognition;
-
-/// Which decoder produced a transcript.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pass {
-    /// The closed grammar placed it on one of the assistant's phrases.
-    Phrase,
-    /// Free-form decoding.
-    Free,
-}
-
-/// What a listener hears back from its recognizer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Heard {
-    /// The speaker paused and this is what the utterance says if the pause is its end (it may not
-    /// be: a `Final` follows either way). Lets the reply be prepared during the hangover.
-    Tentative(String),
-    /// An utterance's transcript. `decode`: how long decoding the tail took once it ended; `lag`:
-    /// how long its end waited in the queue for the recognizer (0 when it keeps up).
-    Final { text: String, pass: Pass, decode: Duration, lag: Duration },
-    /// Audio of this utterance was let go (the queue was past its bound): ask the caller again.
-    Missed,
-}
-
-/// For tests: extra microseconds every frame costs the recognizer (0: none), to make the real
-/// recognizer slower than real time.
-#[doc(hidden)]
-pub static SLOW_DOWN_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-const FRAME_16K: usize = 320;
 
 /// Where the speech model is.
 #[derive(Debug, Clone, PartialEq, Eq)]

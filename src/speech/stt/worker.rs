@@ -7,26 +7,6 @@ use super::decode::Recognizers;
 use super::model::Shared;
 use super::Ear;
 
-/// Makes the BLAS inside libvosk compute on the calling thread only. The box runs one recognizer
-/// per call on threads of its own; OpenBLAS's own thread pool on top of that only contends with
-/// them: measured with twenty calls ending a turn together, the recognizers' lag behind real time
-/// went from up to ~150 ms to up to ~65 ms and the box's CPU per call fell by a fifth.
-/// (`OPENBLAS_NUM_THREADS` would have to be set before the library loads, which is before `main`.)
-pub(super) fn single_threaded_blas() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: looks up a symbol of the libraries this process already loaded; the function, when
-        // libvosk's OpenBLAS exports it, takes one int and is safe to call before any BLAS work.
-        let set: Option<libloading::os::unix::Symbol<unsafe extern "C" fn(libc::c_int)>> =
-            unsafe { libloading::os::unix::Library::this().get(b"goto_set_num_threads\0").ok() };
-        match set {
-            // SAFETY: as above; 1 is a valid thread count.
-            Some(set) => unsafe { set(1) },
-            None => tracing::debug!("libvosk's BLAS has no goto_set_num_threads: its thread count is left alone"),
-        }
-    });
-}
-
 /// Recognition yields the CPU to what must keep real time (paced audio, the answers' synthesis,
 /// HTTP): a recognizer that falls behind loses nothing, its ear queues. Linux nice +15 for the
 /// calling thread only: nice is weighed per thread, so twenty recognizers at a milder +5 together
