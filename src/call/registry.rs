@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::responder::Purpose;
 use crate::config::{mask_phone, CallsConfig};
 use crate::twilio::media::CallSid;
 
@@ -79,6 +80,9 @@ pub enum Admission {
     Busy,
     Blocked,
     RateLimited,
+    /// The call's stream is already open: a webhook for it now is a replay (Twilio never asks
+    /// again once it streams). No token, and no record changes.
+    Streaming,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +100,9 @@ pub enum TokenError {
 struct Pending {
     call: CallSid,
     expires: Instant,
+    /// What the call is for, as the box decided at the webhook from its own records: the stream's
+    /// own parameters never choose it.
+    purpose: Purpose,
 }
 
 #[derive(Default)]
@@ -142,8 +149,16 @@ impl Registry {
     }
 
     /// Decides whether to answer a call that reached the webhook, and registers it if so.
-    /// `remote` is the caller for inbound calls, the callee for outbound ones.
-    pub fn admit(&self, sid: &CallSid, direction: Direction, remote: &str, now: Instant) -> Admission {
+    /// `purpose` is what the box's own records say the call is for; `remote` is the caller for
+    /// inbound calls, the callee for outbound ones.
+    pub fn admit(
+        &self,
+        sid: &CallSid,
+        purpose: Purpose,
+        direction: Direction,
+        remote: &str,
+        now: Instant,
+    ) -> Admission {
         let config = self.settings.get();
         let limits = &config.calls;
         let mut inner = self.lock();
@@ -155,9 +170,9 @@ impl Registry {
             // Twilio retried the webhook: answer again, with a fresh token for the same call.
             if call.state == CallState::Connecting {
                 tokens.retain(|_, p| &p.call != sid);
-                return Admission::Accept { token: mint(tokens, sid, now) };
+                return Admission::Accept { token: mint(tokens, sid, purpose, now) };
             }
-            return Admission::Busy;
+            return Admission::Streaming;
         }
         if direction == Direction::Inbound {
             let listed = |list: &[crate::config::E164]| list.iter().any(|n| n.as_str() == remote);
@@ -188,24 +203,25 @@ impl Registry {
                 hangup: CancellationToken::new(),
             },
         );
-        Admission::Accept { token: mint(tokens, sid, now) }
+        Admission::Accept { token: mint(tokens, sid, purpose, now) }
     }
 
     /// Checks and consumes a stream's token. Only a valid, unused, unexpired token minted for this
-    /// call opens the stream; the call then counts as in the stream. Returns the call's hang-up signal.
+    /// call opens the stream; the call then counts as in the stream. Returns the call's hang-up
+    /// signal and what the call is for.
     pub fn claim_stream(
         &self,
         token: Option<&str>,
         sid: &CallSid,
         now: Instant,
-    ) -> Result<CancellationToken, TokenError> {
+    ) -> Result<(CancellationToken, Purpose), TokenError> {
         let token = token.ok_or(TokenError::Missing)?;
         let mut inner = self.lock();
         let pending = inner.tokens.get(token).ok_or(TokenError::Unknown)?;
         if &pending.call != sid {
             return Err(TokenError::Foreign);
         }
-        let expired = pending.expires <= now;
+        let (expired, purpose) = (pending.expires <= now, pending.purpose);
         inner.tokens.remove(token);
         if expired {
             return Err(TokenError::Expired);
@@ -213,7 +229,7 @@ impl Registry {
         let call = inner.calls.get_mut(sid).ok_or(TokenError::Unknown)?;
         call.state = CallState::InStream;
         call.answered = Some(now);
-        Ok(call.hangup.clone())
+        Ok((call.hangup.clone(), purpose))
     }
 
     /// Removes a call; returns whether it was there.
@@ -270,9 +286,9 @@ impl Registry {
     }
 }
 
-fn mint(tokens: &mut HashMap<String, Pending>, sid: &CallSid, now: Instant) -> String {
+fn mint(tokens: &mut HashMap<String, Pending>, sid: &CallSid, purpose: Purpose, now: Instant) -> String {
     let token = new_token();
-    tokens.insert(token.clone(), Pending { call: sid.clone(), expires: now + TOKEN_TTL });
+    tokens.insert(token.clone(), Pending { call: sid.clone(), expires: now + TOKEN_TTL, purpose });
     token
 }
 
@@ -302,8 +318,8 @@ mod tests {
     fn tokens_open_exactly_one_stream_of_their_own_call() {
         let r = registry(|_| {});
         let now = Instant::now();
-        let t1 = token(r.admit(&sid(1), Direction::Inbound, "+15550000001", now));
-        let t2 = token(r.admit(&sid(2), Direction::Inbound, "+15550000002", now));
+        let t1 = token(r.admit(&sid(1), Purpose::Incoming, Direction::Inbound, "+15550000001", now));
+        let t2 = token(r.admit(&sid(2), Purpose::Incoming, Direction::Inbound, "+15550000002", now));
         assert_eq!(r.claim_stream(None, &sid(1), now), Err(TokenError::Missing));
         assert_eq!(r.claim_stream(Some("nope"), &sid(1), now), Err(TokenError::Unknown));
         assert_eq!(r.claim_stream(Some(&t2), &sid(1), now), Err(TokenError::Foreign));
@@ -321,15 +337,18 @@ mod tests {
             c.rate_limit_per_hour = 2;
         });
         let now = Instant::now();
-        assert_eq!(r.admit(&sid(9), Direction::Inbound, "+15550000666", now), Admission::Blocked);
-        token(r.admit(&sid(1), Direction::Inbound, "+15550000001", now));
-        let retry = token(r.admit(&sid(1), Direction::Inbound, "+15550000001", now));
+        assert_eq!(r.admit(&sid(9), Purpose::Incoming, Direction::Inbound, "+15550000666", now), Admission::Blocked);
+        token(r.admit(&sid(1), Purpose::Incoming, Direction::Inbound, "+15550000001", now));
+        let retry = token(r.admit(&sid(1), Purpose::Incoming, Direction::Inbound, "+15550000001", now));
         assert!(r.claim_stream(Some(&retry), &sid(1), now).is_ok(), "a retried webhook gets a working token");
-        token(r.admit(&sid(2), Direction::Inbound, "+15550000001", now));
-        assert_eq!(r.admit(&sid(3), Direction::Inbound, "+15550000003", now), Admission::Busy);
+        token(r.admit(&sid(2), Purpose::Incoming, Direction::Inbound, "+15550000001", now));
+        assert_eq!(r.admit(&sid(3), Purpose::Incoming, Direction::Inbound, "+15550000003", now), Admission::Busy);
         r.end(&sid(2));
-        assert_eq!(r.admit(&sid(4), Direction::Inbound, "+15550000001", now), Admission::RateLimited);
-        token(r.admit(&sid(5), Direction::Inbound, "+15550000001", now + RATE_WINDOW));
+        assert_eq!(
+            r.admit(&sid(4), Purpose::Incoming, Direction::Inbound, "+15550000001", now),
+            Admission::RateLimited
+        );
+        token(r.admit(&sid(5), Purpose::Incoming, Direction::Inbound, "+15550000001", now + RATE_WINDOW));
         assert_eq!(r.list(now).iter().map(|c| c.remote.as_str()).collect::<Vec<_>>(), ["+*******0001", "+*******0001"]);
     }
 
@@ -337,10 +356,10 @@ mod tests {
     fn an_allow_list_admits_only_its_numbers_and_streams_that_never_come_expire() {
         let r = registry(|c| c.allow = vec!["+15550000001".parse().expect("number")]);
         let now = Instant::now();
-        assert_eq!(r.admit(&sid(1), Direction::Inbound, "+15550000002", now), Admission::Blocked);
-        token(r.admit(&sid(2), Direction::Inbound, "+15550000001", now));
+        assert_eq!(r.admit(&sid(1), Purpose::Incoming, Direction::Inbound, "+15550000002", now), Admission::Blocked);
+        token(r.admit(&sid(2), Purpose::Incoming, Direction::Inbound, "+15550000001", now));
         assert_eq!(r.len(), 1);
-        token(r.admit(&sid(3), Direction::Outbound, "+15550000009", now + TOKEN_TTL));
+        token(r.admit(&sid(3), Purpose::Incoming, Direction::Outbound, "+15550000009", now + TOKEN_TTL));
         assert_eq!(r.len(), 1, "the call whose stream never came was swept");
     }
 
@@ -348,10 +367,10 @@ mod tests {
     fn hang_up_signals_the_session() {
         let r = registry(|_| {});
         let now = Instant::now();
-        let t = token(r.admit(&sid(1), Direction::Inbound, "+15550000001", now));
+        let t = token(r.admit(&sid(1), Purpose::Incoming, Direction::Inbound, "+15550000001", now));
         let signal = r.claim_stream(Some(&t), &sid(1), now).expect("claim");
         assert!(r.hang_up(&sid(1)));
-        assert!(signal.is_cancelled());
+        assert!(signal.0.is_cancelled());
         assert!(!r.hang_up(&sid(2)));
     }
 }

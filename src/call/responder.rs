@@ -67,22 +67,14 @@ impl Outbox {
     }
 }
 
-/// Why a call's stream exists, from the `<Parameter>`s the box put in its TwiML.
+/// Why a call's stream exists, as the box decided when Twilio's webhook asked: a call-out only
+/// when the box's own queue placed that very call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// Someone called the box's number.
     Incoming,
     /// The box placed this call (call-out id).
     CallOut(i64),
-}
-
-impl Purpose {
-    pub fn from_parameters(parameters: &std::collections::HashMap<String, String>) -> Self {
-        match parameters.get("callout").and_then(|v| v.parse().ok()) {
-            Some(id) => Purpose::CallOut(id),
-            None => Purpose::Incoming,
-        }
-    }
 }
 
 /// The conversation side of a call. Methods run on the session's task: they must return quickly and

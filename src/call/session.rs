@@ -137,7 +137,7 @@ where
         }
     };
     let sid = start.call_sid.clone();
-    let hangup = match ctx.registry.claim_stream(
+    let (hangup, purpose) = match ctx.registry.claim_stream(
         start.custom_parameters.get("token").map(String::as_str),
         &sid,
         Instant::now().into(),
@@ -159,7 +159,7 @@ where
         if let Err(e) = ctx.store.call_answered(&sid).await {
             warn!("call log: {e}");
         }
-        let mut call = Call::new(stream_sid.to_string(), &sid, Purpose::from_parameters(&start.custom_parameters), ctx);
+        let mut call = Call::new(stream_sid.to_string(), &sid, purpose, ctx);
         let (outcome, reason, box_hung_up) = call.converse(&mut inbound, &mut outbound, &hangup).await;
         call.responder.end();
         end(ctx, &mut finish, &mut outbound, outcome, reason, box_hung_up, call.stats).await

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::call::registry::{Admission, Direction};
+use crate::call::responder::Purpose;
 use crate::call::session::{self, Ended, SessionContext};
 use crate::config::{mask_phone, Secret};
 use crate::store::Outcome;
@@ -154,6 +155,33 @@ fn signed_call(
     }
 }
 
+/// What a webhook's call is for, from the box's own records: a call-out only when the queue's
+/// call-out `id` (the `?callout=` the box put in the URL it gave Twilio) placed this very call, or
+/// is being placed and Twilio's answer naming the call has not come back yet. Anything else (a
+/// replayed webhook of an older call-out, a stranger's guess) is treated as an incoming call.
+async fn purpose_of(store: &crate::store::Store, callout: Option<i64>, sid: &CallSid) -> Purpose {
+    let Some(id) = callout else { return Purpose::Incoming };
+    match store.callout(id).await {
+        Ok(Some(row)) if row.call_sid.as_ref() == Some(sid) || (row.state == "placing" && row.call_sid.is_none()) => {
+            Purpose::CallOut(id)
+        }
+        Ok(_) => {
+            warn!(call = %sid, id, "a webhook names call-out {id}, which the box did not place as this call: not a call-out");
+            Purpose::Incoming
+        }
+        Err(e) => {
+            warn!(call = %sid, id, "call-out {id} cannot be looked up ({e}): not treated as a call-out");
+            Purpose::Incoming
+        }
+    }
+}
+
+/// A webhook for a call the log has already ended is a replay (Twilio asks once per call, and
+/// again only while it waits for the answer): it gets no stream and changes no record.
+async fn already_ended(store: &crate::store::Store, sid: &CallSid) -> bool {
+    matches!(store.call(sid).await, Ok(Some(record)) if record.outcome.is_some())
+}
+
 /// Answers a call with a Media Stream, or refuses it. Nothing slow happens here.
 async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let (params, sid) = match signed_call(&state, &uri, &headers, &body, "voice webhook") {
@@ -165,10 +193,16 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
     let direction = Direction::from_twilio(param(&params, "Direction").unwrap_or("inbound"));
     let remote = if direction == Direction::Inbound { from } else { to };
     let store = &state.sessions.store;
+    if already_ended(store, &sid).await {
+        warn!(call = %sid, "a webhook for a call that has already ended (a replay?): refused, nothing recorded");
+        return xml(twiml::reject(twiml::Reject::Rejected));
+    }
+    let callout = callout_id(&uri);
+    let purpose = purpose_of(store, callout, &sid).await;
     if let Err(e) = store.call_started(&sid, direction.as_str(), from, to).await {
         warn!(call = %sid, "call log: {e}");
     }
-    let admission = state.sessions.registry.admit(&sid, direction, remote, Instant::now());
+    let admission = state.sessions.registry.admit(&sid, purpose, direction, remote, Instant::now());
     let refuse = |outcome: Outcome, why: &str, reject: twiml::Reject| {
         info!(call = %sid, remote = %mask_phone(remote), "call refused: {why}");
         let (store, sid, why) = (store.clone(), sid.clone(), why.to_owned());
@@ -179,8 +213,7 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
             xml(twiml::reject(reject))
         }
     };
-    let callout = callout_id(&uri);
-    if let (Some(id), Some(answered_by)) = (callout, param(&params, "AnsweredBy")) {
+    if let (Purpose::CallOut(id), Some(answered_by)) = (purpose, param(&params, "AnsweredBy")) {
         if answered_by.starts_with("machine") || answered_by == "fax" {
             info!(call = %sid, id, answered_by, "call-out reached a machine: hanging up");
             state.callout.report(id, "machine");
@@ -194,12 +227,11 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
     match admission {
         Admission::Accept { token } => {
             info!(call = %sid, remote = %mask_phone(remote), ?direction, "answering with a media stream");
-            let id = callout.map(|id| id.to_string());
-            let mut parameters = vec![("token", token.as_str())];
-            if let Some(id) = &id {
-                parameters.push(("callout", id));
-            }
-            xml(twiml::connect_stream(&state.stream_url(), &parameters))
+            xml(twiml::connect_stream(&state.stream_url(), &[("token", token.as_str())]))
+        }
+        Admission::Streaming => {
+            warn!(call = %sid, "a webhook for a call already streaming (a replay?): refused, nothing recorded");
+            xml(twiml::reject(twiml::Reject::Busy))
         }
         Admission::Busy => refuse(Outcome::Busy, "too many calls at once", twiml::Reject::Busy).await,
         Admission::Blocked => refuse(Outcome::Rejected, "caller not allowed", twiml::Reject::Rejected).await,
@@ -217,7 +249,7 @@ async fn status(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, b
     };
     let call_status = param(&params, "CallStatus").unwrap_or("");
     info!(call = %sid, status = call_status, "status callback");
-    if let Some(id) = callout_id(&uri) {
+    if let Purpose::CallOut(id) = purpose_of(&state.sessions.store, callout_id(&uri), &sid).await {
         state.callout.report(id, call_status);
     }
     if let Some(outcome) = Outcome::from_call_status(call_status) {

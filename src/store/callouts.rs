@@ -142,6 +142,11 @@ impl Store {
         self.run(|c| c.query_row("SELECT MIN(next_try) FROM callouts WHERE state = 'pending'", [], |r| r.get(0))).await
     }
 
+    /// One call-out, if the queue has it.
+    pub async fn callout(&self, id: i64) -> Result<Option<CallOutRow>, StoreError> {
+        self.run(move |c| c.query_row(&format!("{SELECT_CALLOUT} WHERE id = ?1"), [id], callout_row).optional()).await
+    }
+
     /// Every call-out, oldest first.
     pub async fn callouts(&self) -> Result<Vec<CallOutRow>, StoreError> {
         self.run(|c| {

@@ -61,6 +61,9 @@ pub struct SimCall {
     pub direction: String,
     /// More webhook parameters (e.g. `AnsweredBy` from answering-machine detection).
     pub extra_params: Vec<(String, String)>,
+    /// `customParameters` sent in `start` beyond the TwiML's `<Parameter>`s: what a stranger
+    /// holding a token might add (tests of what the stream may not decide).
+    pub extra_custom: Vec<(String, String)>,
 }
 
 impl SimCall {
@@ -81,6 +84,7 @@ impl SimCall {
             voice_path: "/twilio/voice".into(),
             direction: "inbound".into(),
             extra_params: Vec::new(),
+            extra_custom: Vec::new(),
         }
     }
 }
@@ -308,6 +312,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
     if let Some(t) = token {
         custom.insert("token".into(), t.into());
     }
+    custom.extend(call.extra_custom.iter().map(|(n, v)| (n.clone(), v.clone().into())));
     let send_err =
         |e: tokio_tungstenite::tungstenite::Error| SimError::Stream { url: stream_url.clone(), reason: e.to_string() };
     tx.send(Message::text(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string()))

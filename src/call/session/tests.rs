@@ -41,7 +41,7 @@ async fn a_call_runs_over_plain_channels() {
         .await
         .expect("log");
     let Admission::Accept { token } =
-        ctx.registry.admit(&sid, Direction::Inbound, "+15550000001", std::time::Instant::now())
+        ctx.registry.admit(&sid, Purpose::Incoming, Direction::Inbound, "+15550000001", std::time::Instant::now())
     else {
         panic!("not admitted")
     };
@@ -127,7 +127,7 @@ async fn a_silent_caller_is_hung_up_on() {
     ctx.silence_timeout = Duration::from_millis(500);
     let sid = CallSid::parse(CA).expect("sid");
     let Admission::Accept { token } =
-        ctx.registry.admit(&sid, Direction::Inbound, "+15550000001", std::time::Instant::now())
+        ctx.registry.admit(&sid, Purpose::Incoming, Direction::Inbound, "+15550000001", std::time::Instant::now())
     else {
         panic!("not admitted")
     };

@@ -1,0 +1,174 @@
+//! Safe against a stranger: attacks on the real binary over loopback, each of which worked before
+//! the box decided on its own records. A stranger with one captured signed webhook cannot open a
+//! stream for a call that has ended, cannot mark a live call as refused, and a stranger holding a
+//! stream token cannot make an incoming call into an intercom call (the box's microphone).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Spawned, AUTH_TOKEN};
+use voca::twilio::simulator::{self, SimCall};
+
+/// The box, answering with tones, its speaker and microphone file-backed ALSA devices.
+struct Box {
+    child: Spawned,
+    dir: tempfile::TempDir,
+    base: String,
+}
+
+impl Box {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alsa = common::file_backed_alsa(dir.path());
+        let port = common::debian::free_port();
+        std::fs::write(
+            dir.path().join("voca.toml"),
+            format!(
+                "[device]\ncapture = \"voca_test\"\nplayback = \"voca_test\"\ndata_dir = \"{data}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [twilio]\nauth_token = \"{AUTH_TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
+                 [calls]\nanswer = \"tones\"\nrate_limit_per_hour = 0\n",
+                data = dir.path().join("data").display(),
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.path().join("box.log")).expect("log");
+        let child = common::voca(dir.path())
+            .env("ALSA_CONFIG_PATH", alsa)
+            .args(["--config", "voca.toml", "run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map(Spawned)
+            .expect("voca runs");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let until = Instant::now() + Duration::from_secs(60);
+        while !http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < until, "the box did not answer within a minute: {}", self_log(dir.path()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, dir, base }
+    }
+
+    fn call(&self) -> SimCall {
+        let mut call = SimCall::new(&self.base, Some(AUTH_TOKEN));
+        call.linger = Duration::from_millis(300);
+        call
+    }
+
+    /// Stops the box and reads its call log as `voca calls --json` prints it.
+    fn stop_and_read_log(mut self) -> Vec<serde_json::Value> {
+        self.child.terminate();
+        assert!(self.child.wait().expect("stops").success(), "{}", self_log(self.dir.path()));
+        let out = common::voca(self.dir.path())
+            .args(["--config", "voca.toml", "calls", "--json"])
+            .output()
+            .expect("voca calls");
+        assert!(out.status.success(), "{}", common::text(&out).1);
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    fn log(&self) -> String {
+        self_log(self.dir.path())
+    }
+}
+
+fn self_log(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("box.log")).unwrap_or_default()
+}
+
+/// 8 kHz of a loud 1 kHz tone.
+fn loud(seconds: f32) -> Vec<i16> {
+    (0..(8000.0 * seconds) as usize)
+        .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI / 8.0).sin() * 12000.0) as i16)
+        .collect()
+}
+
+fn loudest(samples: &[i16]) -> i32 {
+    samples.iter().map(|s| i32::from(*s).abs()).max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_webhook_of_an_ended_call_gets_no_stream_and_changes_no_record() {
+    let b = Box::start().await;
+    let call = b.call();
+    let first = simulator::run(&call).await.expect("the call runs");
+    assert!(first.token_issued.is_some() && first.frames_received > 0, "answered: {first:?}");
+
+    // The same signed request again, as a stranger who captured it would send it, a few times.
+    for _ in 0..3 {
+        let replay = simulator::run(&call).await.expect("the replay is answered");
+        assert_eq!(replay.webhook_status, 200);
+        assert!(replay.rejected.is_some(), "a replay is refused: {replay:?}");
+        assert_eq!(replay.token_issued, None, "no stream token for a call that has ended");
+        assert_eq!(replay.frames_received, 0);
+    }
+    assert!(b.log().contains("already ended"), "the box says why it refused: {}", b.log());
+    let calls = b.stop_and_read_log();
+    assert_eq!(calls.len(), 1, "one call, logged once: {calls:#?}");
+    assert_eq!(calls[0]["call_sid"], call.call_sid.as_str());
+    assert_eq!(calls[0]["outcome"], "completed", "the row still says how the real call ended: {calls:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_webhook_of_a_live_call_does_not_mark_it_refused() {
+    let b = Box::start().await;
+    let mut call = b.call();
+    call.hang_up_after = Some(Duration::from_secs(3));
+    let live = {
+        let call = call.clone();
+        tokio::spawn(async move { simulator::run(&call).await })
+    };
+    // Once the call streams, its webhook comes again.
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics =
+            http.get(format!("{}/metrics", b.base)).send().await.expect("metrics").text().await.unwrap_or_default();
+        if metrics.lines().any(|l| l.starts_with("voca_active_calls ") && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < until, "the call never streamed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut replay = call.clone();
+    replay.hang_up_after = None;
+    let replayed = simulator::run(&replay).await.expect("the replay is answered");
+    assert!(replayed.rejected.is_some() && replayed.token_issued.is_none(), "{replayed:?}");
+    let first = live.await.expect("task").expect("the live call runs");
+    assert!(first.frames_received > 0, "the live call went on: {first:?}");
+    let calls = b.stop_and_read_log();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["outcome"], "completed", "the live call is not logged as busy: {calls:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cannot_make_an_incoming_call_an_intercom_call() {
+    let b = Box::start().await;
+    // A stranger's call (or a replay's token) opens its stream saying it is call-out 1: were it
+    // believed, the box would play the caller on its speaker and send its microphone back.
+    let mut call = b.call();
+    call.audio = loud(3.0);
+    call.linger = Duration::from_secs(1);
+    call.extra_custom = vec![("callout".into(), "1".into())];
+    let result = simulator::run(&call).await.expect("the call runs");
+    assert!(result.token_issued.is_some(), "{result:?}");
+    // The box answered it as what it is, an incoming call: the tone line's chime, not the room.
+    assert!(
+        loudest(&result.received) > 4000,
+        "the caller hears the box's chime, loudest {}",
+        loudest(&result.received)
+    );
+    let played = std::fs::read(b.dir.path().join("playback.raw")).unwrap_or_default();
+    let played: Vec<i16> = played.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+    assert!(
+        loudest(&played) < 1000,
+        "the caller's audio never reached the box's speaker (loudest {})",
+        loudest(&played)
+    );
+    let calls = b.stop_and_read_log();
+    assert_eq!(calls[0]["direction"], "inbound", "{calls:#?}");
+}
