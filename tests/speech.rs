@@ -85,6 +85,19 @@ impl SpeechBox {
         }
     }
 
+    /// The call's row once the session has finalised it (just after it closes the socket).
+    async fn ended(&self, sid: &str) -> voca::store::CallRecord {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let record = self.running().store.call(&common::call_sid(sid)).await.expect("store");
+            match record {
+                Some(record) if record.outcome.is_some() => return record,
+                _ if tokio::time::Instant::now() > deadline => panic!("call {sid} was never finalised: {record:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     async fn turns(&self, sid: &str) -> Vec<(String, String)> {
         self.turns_at_least(sid, 2).await
     }
@@ -169,7 +182,7 @@ async fn a_spoken_conversation_is_greeted_answered_and_ended_cleanly() {
     );
     assert!(turns[1].0 == "box" && turns[1].1.starts_with("지금은 "), "the time skill answered: {turns:?}");
     assert_eq!(turns[2], ("caller".to_owned(), "안녕히 계세요".to_owned()), "{turns:?}");
-    let record = b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
+    let record = b.ended(&r.call_sid).await;
     assert_eq!(record.reason.as_deref(), Some("box hung up: the caller said goodbye"));
     b.stop().await;
 }
@@ -488,7 +501,7 @@ async fn a_hanging_llm_gets_the_offline_answer_in_time_and_the_call_goes_on() {
     let latencies: Vec<u64> = r.turns.iter().filter_map(|t| t.latency_ms).collect();
     assert!(latencies.iter().any(|&ms| ms >= 1500), "a reply waited for the LLM's timeout: {latencies:?}");
     assert!(latencies.iter().all(|&ms| ms < 10_000), "no reply waited much longer: {latencies:?}");
-    let record = b.running().store.call(&common::call_sid(&r.call_sid)).await.expect("store").expect("row");
+    let record = b.ended(&r.call_sid).await;
     assert_eq!(record.outcome.as_deref(), Some("completed"), "{record:?}");
     held.abort();
     b.stop().await;

@@ -71,6 +71,23 @@ impl Box {
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
+    /// Waits until the call log (read as `voca calls` reads it) says how call `sid` ended.
+    async fn wait_ended(&self, sid: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = common::voca(self.dir.path())
+                .args(["--config", "voca.toml", "calls", "--json"])
+                .output()
+                .expect("calls");
+            let calls: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if calls.iter().any(|c| c["call_sid"] == sid && !c["outcome"].is_null()) {
+                return;
+            }
+            assert!(Instant::now() < until, "call {sid} was never logged as ended: {calls:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn log(&self) -> String {
         self_log(self.dir.path())
     }
@@ -97,6 +114,7 @@ async fn a_replayed_webhook_of_an_ended_call_gets_no_stream_and_changes_no_recor
     let call = b.call();
     let first = simulator::run(&call).await.expect("the call runs");
     assert!(first.token_issued.is_some() && first.frames_received > 0, "answered: {first:?}");
+    b.wait_ended(&call.call_sid).await;
 
     // The same signed request again, as a stranger who captured it would send it, a few times.
     for _ in 0..3 {
@@ -140,6 +158,7 @@ async fn a_replayed_webhook_of_a_live_call_does_not_mark_it_refused() {
     assert!(replayed.rejected.is_some() && replayed.token_issued.is_none(), "{replayed:?}");
     let first = live.await.expect("task").expect("the live call runs");
     assert!(first.frames_received > 0, "the live call went on: {first:?}");
+    b.wait_ended(&call.call_sid).await;
     let calls = b.stop_and_read_log();
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_eq!(calls[0]["outcome"], "completed", "the live call is not logged as busy: {calls:#?}");
@@ -156,6 +175,7 @@ async fn a_stream_cannot_make_an_incoming_call_an_intercom_call() {
     call.extra_custom = vec![("callout".into(), "1".into())];
     let result = simulator::run(&call).await.expect("the call runs");
     assert!(result.token_issued.is_some(), "{result:?}");
+    b.wait_ended(&call.call_sid).await;
     // The box answered it as what it is, an incoming call: the tone line's chime, not the room.
     assert!(
         loudest(&result.received) > 4000,
@@ -171,4 +191,43 @@ async fn a_stream_cannot_make_an_incoming_call_an_intercom_call() {
     );
     let calls = b.stop_and_read_log();
     assert_eq!(calls[0]["direction"], "inbound", "{calls:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voca_calls_on_a_running_box_reads_and_never_rewrites_its_live_calls() {
+    let b = Box::start().await;
+    let mut call = b.call();
+    call.hang_up_after = Some(Duration::from_secs(4));
+    let live = tokio::spawn(async move { simulator::run(&call).await });
+    // While the call streams, someone looks at the call log from the command line.
+    let until = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let out =
+            common::voca(b.dir.path()).args(["--config", "voca.toml", "calls", "--json"]).output().expect("calls");
+        assert!(out.status.success(), "{}", common::text(&out).1);
+        let calls: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        if calls.first().is_some_and(|c| !c["answered_at"].is_null()) {
+            break calls;
+        }
+        assert!(Instant::now() < until, "the live call never showed as answered: {calls:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(listed[0]["outcome"].is_null(), "shown in progress: {listed:#?}");
+    let result = live.await.expect("task").expect("the call runs");
+    assert!(result.frames_received > 0);
+    b.wait_ended(&result.call_sid).await;
+    let calls = b.stop_and_read_log();
+    assert_eq!(calls[0]["outcome"], "completed", "the reader did not mark it interrupted: {calls:#?}");
+}
+
+#[test]
+fn voca_calls_without_a_call_log_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::write(dir.path().join("voca.toml"), format!("[device]\ndata_dir = \"{}\"\n", data.display()))
+        .expect("config");
+    let out = common::voca(dir.path()).args(["--config", "voca.toml", "calls"]).output().expect("calls");
+    assert!(!out.status.success());
+    assert!(common::text(&out).1.contains("no call log"), "{}", common::text(&out).1);
+    assert!(!data.exists(), "a reader creates no folder");
 }

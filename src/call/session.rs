@@ -183,7 +183,6 @@ where
     finish.done = true;
     let sid = finish.sid.clone();
     let _ = outbound.close().await;
-    ctx.registry.end(&sid);
     info!(
         outcome = outcome.as_str(),
         %reason,
@@ -195,6 +194,9 @@ where
     if let Err(e) = ctx.store.call_ended(&sid, outcome, Some(&reason)).await {
         warn!("call log: {e}");
     }
+    // Only now does the call leave the registry: a webhook for it in between still finds it
+    // streaming, and after it finds it ended in the log (never a gap in which it looks new).
+    ctx.registry.end(&sid);
     if box_hung_up {
         if let Some(rest) = ctx.rest.clone() {
             let sid = sid.clone();

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use crate::config::{mask_phone, Config};
 
 pub async fn list(config: &Config, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let store = crate::store::Store::open(&config.device.data_dir)?;
+    // Read only: the box may be running, and its open calls are its own to finish.
+    let store = crate::store::Store::open_read_only(&config.device.data_dir)?;
     let mut calls = store.recent_calls(limit).await?;
     for call in &mut calls {
         call.from_number = mask_phone(&call.from_number);

@@ -26,6 +26,8 @@ pub enum StoreError {
     Sql { path: PathBuf, source: rusqlite::Error },
     #[error("the database thread has stopped")]
     Stopped,
+    #[error("no call log at {path} yet: the box writes it when it first runs (check `device.data_dir`)")]
+    NoLog { path: PathBuf },
 }
 
 /// A call SID goes into the log as its text and comes back as the SID the box stored.
@@ -64,6 +66,22 @@ struct Owner {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl Owner {
+    /// Starts the thread that owns `conn`.
+    fn start(mut conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
+        let (tx, mut rx) = mpsc::channel::<Job>(256);
+        let thread = std::thread::Builder::new()
+            .name("voca-store".into())
+            .spawn(move || {
+                while let Some(job) = rx.blocking_recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
+        Ok(Self { path, feed: tokio::sync::broadcast::channel(256).0, tx: Some(tx), thread: Some(thread) })
+    }
+}
+
 impl Drop for Owner {
     fn drop(&mut self) {
         self.tx.take();
@@ -97,7 +115,7 @@ impl Store {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir { path: data_dir.to_path_buf(), source })?;
         let path = data_dir.join("voca.db");
         let open_err = |source| StoreError::Open { path: path.clone(), source };
-        let (mut conn, damaged) = match open_checked(&path) {
+        let (conn, damaged) = match open_checked(&path) {
             Ok(conn) => (conn, None),
             Err(OpenFailure::Other(source)) => return Err(open_err(source)),
             // A damaged file is kept for whoever can rescue it; the box starts a new log.
@@ -136,25 +154,24 @@ impl Store {
             tracing::warn!("{uncertain} call-out(s) were being placed when the box stopped: not placed again");
         }
 
-        let (tx, mut rx) = mpsc::channel::<Job>(256);
-        let thread = std::thread::Builder::new()
-            .name("voca-store".into())
-            .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
-                    job(&mut conn);
-                }
-            })
-            .map_err(|source| StoreError::Dir { path: path.clone(), source })?;
-        Ok(Self {
-            owner: Arc::new(Owner {
-                path,
-                feed: tokio::sync::broadcast::channel(256).0,
-                tx: Some(tx),
-                thread: Some(thread),
-            }),
-            interrupted_at_start: interrupted,
-            damaged_moved_to: damaged,
-        })
+        let owner = Owner::start(conn, path)?;
+        Ok(Self { owner: Arc::new(owner), interrupted_at_start: interrupted, damaged_moved_to: damaged })
+    }
+
+    /// Opens `data_dir/voca.db` to read only, for `voca calls` while the box may be running: no
+    /// file or folder is created, nothing is migrated, and no call or call-out is touched (a box
+    /// start marks what the last run left open; a reader must not).
+    pub fn open_read_only(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("voca.db");
+        if !path.is_file() {
+            return Err(StoreError::NoLog { path });
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags)
+            .and_then(|c| c.busy_timeout(std::time::Duration::from_secs(5)).map(|()| c))
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let owner = Owner::start(conn, path)?;
+        Ok(Self { owner: Arc::new(owner), interrupted_at_start: 0, damaged_moved_to: None })
     }
 
     pub(super) async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
