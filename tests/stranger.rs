@@ -231,3 +231,40 @@ fn voca_calls_without_a_call_log_says_so_and_creates_nothing() {
     assert!(common::text(&out).1.contains("no call log"), "{}", common::text(&out).1);
     assert!(!data.exists(), "a reader creates no folder");
 }
+
+#[test]
+fn a_password_typed_into_a_url_never_reaches_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in [
+        ("[twilio]\npublic_url", "https://box:s3cretPW@exa mple.com/"),
+        ("[twilio]\npublic_url", "https://box:s3cretPW@example.com/"),
+        ("[mqtt]\nurl", "mqtt://voca:s3cretPW@homeassistant.local:99999"),
+        ("[llm]\nurl", "http://me:s3cretPW@llm .local/"),
+    ] {
+        std::fs::write(dir.path().join("voca.toml"), format!("{key} = \"{value}\"\n")).expect("config");
+        let out =
+            common::voca(dir.path()).args(["--config", "voca.toml", "check", "--config-only"]).output().expect("check");
+        let (stdout, stderr) = common::text(&out);
+        assert!(!out.status.success(), "{key}: refused");
+        assert!(stderr.contains("***@"), "{key}: the URL is shown without its credentials: {stderr}");
+        assert!(!stdout.contains("s3cretPW") && !stderr.contains("s3cretPW"), "{key}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_id_with_terminal_escapes_reaches_no_terminal_or_log_raw() {
+    let b = Box::start().await;
+    let mut call = b.call();
+    // Set the terminal's title and clear its screen, if printed as it came.
+    call.from = "+1555\u{1b}]0;owned\u{7}\u{1b}[2J".into();
+    let result = simulator::run(&call).await.expect("the call runs");
+    assert_eq!(result.webhook_status, 200);
+    b.wait_ended(&call.call_sid).await;
+    let listed = common::voca(b.dir.path()).args(["--config", "voca.toml", "calls"]).output().expect("calls");
+    assert!(listed.status.success());
+    assert!(!listed.stdout.contains(&0x1b) && !listed.stdout.contains(&0x07), "{}", common::text(&listed).0);
+    let log = b.log();
+    let calls = b.stop_and_read_log();
+    assert_eq!(calls.len(), 1, "the call was answered and logged: {calls:#?}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "the box's log: {log}");
+}

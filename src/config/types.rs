@@ -82,10 +82,13 @@ impl E164 {
 /// Masks all but the last 4 digits of anything that may be a phone number (`From` values can also
 /// be `client:alice` or `anonymous`; those are masked the same way, never shown whole).
 pub fn mask_phone(number: &str) -> String {
-    let chars: Vec<char> = number.chars().collect();
+    // Outside text (a caller ID) reaches logs and terminals: nothing but digits, letters and `+`
+    // passes, so an escape sequence at its end cannot.
+    let chars: Vec<char> =
+        number.chars().map(|c| if c.is_ascii_alphanumeric() || c == '+' { c } else { '?' }).collect();
     let keep = chars.len().min(4);
     let hidden = chars.len() - keep;
-    let prefix = if number.starts_with('+') && hidden > 0 { "+" } else { "" };
+    let prefix = if chars.first() == Some(&'+') && hidden > 0 { "+" } else { "" };
     let stars = hidden.saturating_sub(prefix.len());
     let tail: String = chars[hidden..].iter().collect();
     format!("{prefix}{}{tail}", "*".repeat(stars))
@@ -256,7 +259,7 @@ pub(crate) fn optional_broker_url<'de, D: Deserializer<'de>>(d: D) -> Result<Opt
     }
     let expected = "expected a broker URL like \"mqtt://homeassistant.local:1883\" or \"mqtts://broker.example:8883\"";
     let url = url::Url::parse(text.trim())
-        .map_err(|e| de::Error::custom(format!("invalid URL \"{text}\" ({e}): {expected}")))?;
+        .map_err(|e| de::Error::custom(format!("invalid URL \"{}\" ({e}): {expected}", shown_url(&text))))?;
     let fine = matches!(url.scheme(), "mqtt" | "mqtts")
         && url.host().is_some()
         && matches!(url.path(), "" | "/")
@@ -267,14 +270,16 @@ pub(crate) fn optional_broker_url<'de, D: Deserializer<'de>>(d: D) -> Result<Opt
         Ok(Some(url))
     } else {
         Err(de::Error::custom(format!(
-            "invalid broker URL \"{text}\": {expected}, credentials in mqtt.username and mqtt.password"
+            "invalid broker URL \"{}\": {expected}, credentials in mqtt.username and mqtt.password",
+            shown_url(&text)
         )))
     }
 }
 
 fn parse_base_url(text: &str) -> Result<url::Url, String> {
     let expected = "expected an http:// or https:// base URL like \"https://box.example.com\"";
-    let url = url::Url::parse(text.trim()).map_err(|e| format!("invalid URL \"{text}\" ({e}): {expected}"))?;
+    let url =
+        url::Url::parse(text.trim()).map_err(|e| format!("invalid URL \"{}\" ({e}): {expected}", shown_url(text)))?;
     let fine = matches!(url.scheme(), "http" | "https")
         && url.host().is_some()
         && url.query().is_none()
@@ -284,8 +289,22 @@ fn parse_base_url(text: &str) -> Result<url::Url, String> {
     if fine {
         Ok(url)
     } else {
-        Err(format!("invalid URL \"{text}\": {expected}, with no query, fragment or credentials"))
+        Err(format!("invalid URL \"{}\": {expected}, with no query, fragment or credentials", shown_url(text)))
     }
+}
+
+/// A URL as an error message may show it: any `user:password@` replaced by `***@` (a password
+/// must not reach a log or a terminal because it was put in the wrong place), control characters
+/// escaped.
+pub fn shown_url(text: &str) -> String {
+    let text = text.trim();
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let end = text[start..].find(['/', '?', '#']).map_or(text.len(), |i| start + i);
+    let shown = match text[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
+    };
+    shown.escape_debug().to_string()
 }
 
 #[cfg(test)]
@@ -309,6 +328,23 @@ mod tests {
         assert_eq!(format!("{n:?}"), "E164(+*******4567)");
         assert_eq!(mask_phone("anonymous"), "*****mous");
         assert_eq!(mask_phone("123"), "123");
+        // A caller ID ending in a terminal escape sequence (set the title, clear the screen).
+        let hostile = "+1555\u{1b}]0;owned\u{7}\u{1b}[2J";
+        let masked = mask_phone(hostile);
+        assert!(masked.chars().all(|c| c.is_ascii_graphic()), "{masked:?}");
+        assert!(masked.ends_with("??2J") && masked.starts_with('+'), "{masked:?}");
+    }
+
+    #[test]
+    fn credentials_in_a_mistyped_url_never_reach_an_error() {
+        assert_eq!(shown_url("https://user:s3cret@exa mple.com/x"), "https://***@exa mple.com/x");
+        assert_eq!(shown_url("mqtt://voca:pw@host:99999"), "mqtt://***@host:99999");
+        assert_eq!(shown_url("https://box.example.com/a@b"), "https://box.example.com/a@b");
+        assert_eq!(shown_url("http://x\u{1b}[2J/"), "http://x\\u{1b}[2J/");
+        let e = parse_base_url("https://u:s3cretPW@ho st/").expect_err("invalid");
+        assert!(!e.contains("s3cretPW"), "{e}");
+        let e = parse_base_url("https://u:s3cretPW@host/").expect_err("credentials");
+        assert!(!e.contains("s3cretPW"), "{e}");
     }
 
     #[test]
