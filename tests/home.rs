@@ -242,3 +242,49 @@ async fn a_killed_box_goes_offline_and_a_restarted_broker_is_told_everything_aga
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_commands_are_not_obeyed_at_connect_and_a_huge_one_does_not_break_the_link() {
+    let broker = Broker::start();
+    let stranger = HomeAssistant::connect(broker.port).await;
+    // Left on the broker before the box connects: a call for help, do-not-disturb, and a 100 KB
+    // message to say. Were they obeyed, every start of the box would call for help again.
+    let retain = |topic: &str, payload: Vec<u8>| {
+        let client = stranger.client.clone();
+        let topic = format!("{BASE}/command/{topic}");
+        async move { client.publish(topic, rumqttc::QoS::AtLeastOnce, true, payload).await.expect("publish") }
+    };
+    retain("call_for_help", b"PRESS".to_vec()).await;
+    retain("do_not_disturb", b"ON".to_vec()).await;
+    retain("say", vec![b'a'; 100 * 1024]).await;
+    let check = HomeAssistant::connect(broker.port).await;
+    // (`publish` only queues: wait until the broker has them.)
+    check.wait_for("the retained say", |m| m.topic == format!("{BASE}/command/say")).await;
+
+    let rig = Rig::new(&[]).await;
+    let running =
+        voca::app::start(rig.config(&format!("[mqtt]\nurl = \"{}\"\n", broker.url()))).await.expect("box starts");
+    wait_ready(&running).await;
+    let ha = HomeAssistant::connect(broker.port).await;
+    ha.wait_state(&format!("{BASE}/availability"), "online").await;
+    // A command sent now is obeyed: the link is up and came past the retained ones (a broker
+    // delivers them at subscription, before anything sent later).
+    ha.send(&format!("{BASE}/command/answer_mode"), "voicemail").await;
+    ha.wait_state(&format!("{BASE}/state/answer_mode"), "voicemail").await;
+    assert_eq!(
+        ha.last(&format!("{BASE}/state/do_not_disturb")).as_deref(),
+        Some("OFF"),
+        "the retained ON was not obeyed"
+    );
+    assert!(
+        !rig.log.lock().expect("log").iter().any(|s| s.path.ends_with("/Calls.json")),
+        "no call for help was placed"
+    );
+    // The box cleared them: the next start finds nothing to refuse.
+    for topic in ["call_for_help", "do_not_disturb", "say"] {
+        let topic = format!("{BASE}/command/{topic}");
+        check.wait_for("the retained command cleared", |m| m.topic == topic && m.payload.is_empty()).await;
+    }
+    assert_eq!(ha.last(&format!("{BASE}/availability")).as_deref(), Some("online"), "the link stayed up");
+    running.stop().await.expect("stop");
+}

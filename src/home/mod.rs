@@ -82,7 +82,9 @@ fn options(config: &Config, url: &url::Url, topics: &Topics) -> Result<MqttOptio
     let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
     let mut options = MqttOptions::new(format!("{}-{}", topics.node, std::process::id()), host, port);
     options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(64 * 1024, 64 * 1024);
+    // Incoming: room for a stranger's large retained message to arrive and be refused, instead of
+    // breaking the connection at every connect; outgoing: the box's own messages are small.
+    options.set_max_packet_size(MAX_INCOMING, 64 * 1024);
     options.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
     if !config.mqtt.username.is_empty() {
         options.set_credentials(config.mqtt.username.clone(), config.mqtt.password.expose().to_owned());
@@ -118,6 +120,11 @@ struct Link {
     from_log: Vec<(&'static str, String)>,
 }
 
+/// The largest MQTT packet the box takes from the broker.
+const MAX_INCOMING: usize = 1024 * 1024;
+/// A connection that lasted this long was a good one: the next failure starts the pauses over.
+const STAYED_UP: Duration = Duration::from_secs(30);
+
 /// What the connection's task hands over.
 enum Arrived {
     Connected,
@@ -131,16 +138,22 @@ enum Arrived {
 /// arrives; after a failure it pauses (jittered, doubling to a minute) before the next attempt.
 async fn drive(mut events: EventLoop, to_link: tokio::sync::mpsc::Sender<Arrived>) {
     let mut backoff = crate::net::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    // Pauses start over only after a connection that lasted: one the broker (or a message it
+    // keeps sending) breaks at once is retried ever more slowly, not twice a second for ever.
+    let mut up_since: Option<tokio::time::Instant> = None;
     loop {
         let arrived = match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
+                up_since = Some(tokio::time::Instant::now());
                 Arrived::Connected
             }
             Ok(Event::Incoming(Packet::Publish(message))) => Arrived::Message(message),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => Arrived::Closed,
             Ok(_) => continue,
             Err(e) => {
+                if up_since.take().is_some_and(|since| since.elapsed() >= STAYED_UP) {
+                    backoff.reset();
+                }
                 if to_link.send(Arrived::Lost(e.to_string())).await.is_err() {
                     return;
                 }
@@ -175,7 +188,9 @@ impl Link {
                         self.parts.bus.set_fault_of(crate::events::Part::Mqtt, None);
                         self.on_connect().await;
                     }
-                    Some(Arrived::Message(message)) => self.on_message(&message.topic, &message.payload).await,
+                    Some(Arrived::Message(message)) => {
+                        self.on_message(&message.topic, &message.payload, message.retain).await
+                    }
                     Some(Arrived::Lost(e)) => {
                         if connected {
                             warn!("Home Assistant: the broker connection ended ({e}): reconnecting");
@@ -263,7 +278,7 @@ impl Link {
         self.announced = contacts;
     }
 
-    async fn on_message(&mut self, topic: &str, payload: &[u8]) {
+    async fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool) {
         if topic == self.topics.ha_status() {
             if payload == b"online" {
                 info!("Home Assistant came online: announcing the box again");
@@ -284,6 +299,19 @@ impl Link {
             return;
         }
         let Some(entity) = topic.strip_prefix(&format!("{}/command/", self.topics.base)) else { return };
+        if retained {
+            // A command is obeyed when it is sent, once: a retained one would be replayed at every
+            // connect (a call for help at every start). It is refused and cleared from the broker.
+            if !payload.is_empty() {
+                warn!(
+                    entity = %entity.escape_debug(),
+                    bytes = payload.len(),
+                    "Home Assistant: a retained command is not obeyed (commands count only when sent); cleared"
+                );
+                self.send(topic.to_owned(), Vec::new(), true);
+            }
+            return;
+        }
         match command::parse(entity, payload) {
             Ok(command) => self.obey(command).await,
             Err(e) => warn!("Home Assistant command refused, nothing done: {e}"),
