@@ -12,13 +12,13 @@ use common::{Spawned, AUTH_TOKEN};
 use voca::twilio::simulator::{self, SimCall};
 
 /// The box, answering with tones, its speaker and microphone file-backed ALSA devices.
-struct Box {
+struct TestBox {
     child: Spawned,
     dir: tempfile::TempDir,
     base: String,
 }
 
-impl Box {
+impl TestBox {
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let alsa = common::file_backed_alsa(dir.path());
@@ -110,7 +110,7 @@ fn loudest(samples: &[i16]) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_webhook_of_an_ended_call_gets_no_stream_and_changes_no_record() {
-    let b = Box::start().await;
+    let b = TestBox::start().await;
     let call = b.call();
     let first = simulator::run(&call).await.expect("the call runs");
     assert!(first.token_issued.is_some() && first.frames_received > 0, "answered: {first:?}");
@@ -133,7 +133,7 @@ async fn a_replayed_webhook_of_an_ended_call_gets_no_stream_and_changes_no_recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_webhook_of_a_live_call_does_not_mark_it_refused() {
-    let b = Box::start().await;
+    let b = TestBox::start().await;
     let mut call = b.call();
     call.hang_up_after = Some(Duration::from_secs(3));
     let live = {
@@ -166,7 +166,7 @@ async fn a_replayed_webhook_of_a_live_call_does_not_mark_it_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cannot_make_an_incoming_call_an_intercom_call() {
-    let b = Box::start().await;
+    let b = TestBox::start().await;
     // A stranger's call (or a replay's token) opens its stream saying it is call-out 1: were it
     // believed, the box would play the caller on its speaker and send its microphone back.
     let mut call = b.call();
@@ -195,7 +195,7 @@ async fn a_stream_cannot_make_an_incoming_call_an_intercom_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voca_calls_on_a_running_box_reads_and_never_rewrites_its_live_calls() {
-    let b = Box::start().await;
+    let b = TestBox::start().await;
     let mut call = b.call();
     call.hang_up_after = Some(Duration::from_secs(4));
     let live = tokio::spawn(async move { simulator::run(&call).await });
@@ -253,7 +253,7 @@ fn a_password_typed_into_a_url_never_reaches_the_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_id_with_terminal_escapes_reaches_no_terminal_or_log_raw() {
-    let b = Box::start().await;
+    let b = TestBox::start().await;
     let mut call = b.call();
     // Set the terminal's title and clear its screen, if printed as it came.
     call.from = "+1555\u{1b}]0;owned\u{7}\u{1b}[2J".into();
@@ -267,4 +267,32 @@ async fn a_caller_id_with_terminal_escapes_reaches_no_terminal_or_log_raw() {
     let calls = b.stop_and_read_log();
     assert_eq!(calls.len(), 1, "the call was answered and logged: {calls:#?}");
     assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "the box's log: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_site_cannot_press_the_simulated_board_s_buttons() {
+    let b = TestBox::start().await;
+    let http = reqwest::Client::new();
+    let press = |origin: Option<String>, host: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{}/sim/buttons/call", b.base))
+            // What a form on another site can send without asking: text/plain, no preflight.
+            .header("content-type", "text/plain")
+            .body(r#"{"press":"long"}"#);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        async move { request.send().await.expect("answered").status().as_u16() }
+    };
+    assert_eq!(
+        press(Some("http://evil.example".into()), None).await,
+        403,
+        "a page elsewhere cannot long-press (call for help)"
+    );
+    assert_eq!(press(None, Some("evil.example")).await, 421, "nor through a name pointed at the box (DNS rebinding)");
+    assert_eq!(press(Some(b.base.clone()), None).await, 204, "the box's own page may");
+    assert_eq!(press(None, None).await, 204, "and a script on the LAN (curl, as in the README)");
 }

@@ -323,11 +323,11 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         shutdown: shutdown.clone(),
     };
     let twilio_routes = webhook::routes(phone);
-    let mut router = web::router(lan).merge(twilio_routes.clone());
-    if let Some(sim) = sim_panel {
-        router = router.merge(crate::panel::sim::routes(sim));
+    let sim_routes = sim_panel.map(|sim| {
         info!("sim panel: press buttons with POST /sim/buttons/{{call|call2|talk}}, see LEDs at GET /sim/leds");
-    }
+        crate::panel::sim::routes(sim)
+    });
+    let router = web::router(lan, sim_routes).merge(twilio_routes.clone());
     let server = net::Server::new(net::finish(router), shutdown.clone(), tracker.clone(), SHUTDOWN_DEADLINE);
     tracker.spawn(net::serve(listener, server));
     info!("listening on http://{addr} (the box's page: http://{addr}/, health: /healthz); Ctrl-C stops the box");

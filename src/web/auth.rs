@@ -376,6 +376,21 @@ impl Auth {
     }
 }
 
+/// Middleware for routes without a session (the simulated board's buttons): a state-changing
+/// request from another site's page (its `Origin`) gets 403. Scripts send no Origin and pass.
+pub async fn from_this_box_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if changes_state(request.method()) {
+        if let Err(e) = same_origin(request.headers()) {
+            return (axum::http::StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
+        }
+    }
+    next.run(request).await
+}
+
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }

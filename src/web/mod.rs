@@ -40,12 +40,17 @@ pub struct Lan {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// Every LAN route: the page, its API, events, health and metrics.
-pub fn router(lan: Lan) -> Router {
+/// Every LAN route: the page, its API, events, health and metrics, and `device` (the simulated
+/// board's buttons, when the box has one), all behind the same Host check; `device` routes that
+/// change state also refuse another site's Origin (a page elsewhere cannot press a button).
+pub fn router(lan: Lan, device: Option<Router>) -> Router {
+    let device = device
+        .map_or_else(Router::new, |routes| routes.route_layer(axum::middleware::from_fn(auth::from_this_box_only)));
     Router::new()
         .merge(health::routes(lan.status.clone()))
         .merge(pages::routes())
         .merge(api::routes(lan.clone()))
         .merge(metrics::routes(lan.clone()))
+        .merge(device)
         .layer(axum::middleware::from_fn_with_state(lan, host::only_the_box))
 }
