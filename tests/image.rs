@@ -341,13 +341,21 @@ fn the_image_boots_its_own_kernel_grows_its_card_imports_its_config_and_serves_h
         assert!(Instant::now() < deadline, "no /healthz within 15 minutes; console:\n{}", qemu.console());
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(health.contains("\"name\":\"Card box\""), "the box runs the configuration from the card: {health}");
-    let console = qemu.console();
-    // systemd's own lines: the box became active only on its READY=1, and avahi announces voca.local.
+    assert!(
+        health.contains("\"name\":\"Card box\""),
+        "the box runs the configuration from the card: {health}\nconsole:\n{}",
+        qemu.console()
+    );
+    // systemd's own lines: the box became active only on its READY=1 (sent just after it starts
+    // answering, so the line may come a moment after /healthz), and avahi announces voca.local.
     for unit in ["voca.service", "avahi-daemon.service", "systemd-networkd.service"] {
-        let started = console.lines().any(|l| l.contains("Started") && l.contains(unit));
-        assert!(started, "{unit} did not start:\n{console}");
+        let started = |console: &str| console.lines().any(|l| l.contains("Started") && l.contains(unit));
+        while !started(&qemu.console()) {
+            assert!(Instant::now() < deadline, "{unit} did not start:\n{}", qemu.console());
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
+    let console = qemu.console();
     assert!(console.contains("voca-image-setup: root file system grown to the card"), "{console}");
     assert!(console.contains("voca-image-setup: imported voca.toml from the boot partition"), "{console}");
 }
