@@ -296,3 +296,85 @@ async fn another_site_cannot_press_the_simulated_board_s_buttons() {
     assert_eq!(press(Some(b.base.clone()), None).await, 204, "the box's own page may");
     assert_eq!(press(None, None).await, 204, "and a script on the LAN (curl, as in the README)");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the box runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_can_neither_take_over_the_first_set_up_nor_guess_passwords_at_once() {
+    let b = TestBox::start().await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/api/{path}", b.base);
+    // The owner starts the set-up; a stranger on the LAN starts another.
+    let owner: serde_json::Value =
+        http.post(api("setup/start")).send().await.expect("start").json().await.expect("json");
+    let token = owner["token"].as_str().expect("token").to_owned();
+    let stranger = http.post(api("setup/start")).send().await.expect("start again");
+    assert_eq!(stranger.status(), 409, "the pending set-up is not replaced");
+    assert!(stranger.text().await.unwrap_or_default().contains("already waiting"), "and it says so");
+    // The owner presses the box's button: it approves the owner's set-up, which finishes.
+    let pressed = http.post(format!("{}/sim/buttons/call", b.base)).body(r#"{"press":"short"}"#).send().await;
+    assert_eq!(pressed.expect("press").status(), 204);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: serde_json::Value =
+            http.get(api(&format!("setup/{token}"))).send().await.expect("progress").json().await.expect("json");
+        if state["button_pressed"] == true {
+            break;
+        }
+        assert!(Instant::now() < until, "the press never reached the set-up: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let password = "correct horse battery";
+    let finished = http
+        .post(api("setup/finish"))
+        .json(&serde_json::json!({"token": token, "password": password}))
+        .send()
+        .await
+        .expect("finish");
+    assert_eq!(finished.status(), 200, "{}", finished.text().await.unwrap_or_default());
+    assert!(!b.log().contains(": 1, ") && b.log().contains("not logged"), "the spoken code is not in the log");
+
+    // 24 wrong passwords at once: counted before they are checked, and at most two checked at a time.
+    let before = rss_kib(b.child.id());
+    let tries: Vec<_> = (0..24)
+        .map(|i| {
+            let (http, url) = (http.clone(), api("login"));
+            tokio::spawn(async move {
+                let body = serde_json::json!({"password": format!("wrong guess {i}")});
+                http.post(url).json(&body).send().await.expect("login").status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        statuses.push(t.await.expect("task"));
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "no more wrong passwords checked than the limit: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 24 - checked, "the rest refused at once: {statuses:?}");
+    let grown = rss_kib(b.child.id()).saturating_sub(before);
+    assert!(grown < 100 * 1024, "memory stays bounded: +{grown} KiB");
+    // One after another, the same peer gets no more wrong passwords checked than the limit in all.
+    let mut more = 0;
+    loop {
+        let r = http.post(api("login")).json(&serde_json::json!({"password": "another guess"})).send().await;
+        match r.expect("login").status().as_u16() {
+            401 => more += 1,
+            429 => break,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(checked + more <= 5, "more than five wrong passwords were checked");
+    }
+    // The peer is now held back, even with the right password.
+    let right = http.post(api("login")).json(&serde_json::json!({"password": password})).send().await.expect("login");
+    assert_eq!(right.status(), 429);
+    println!("24 concurrent wrong passwords: {checked} checked, the rest 429; RSS +{grown} KiB");
+}

@@ -343,6 +343,16 @@ impl Appliance {
     /// Speaks `text` on the speaker and waits until it has been heard.
     pub async fn say(&self, text: &str) {
         info!("box says on its speaker: {text:?}");
+        self.speak(text).await;
+    }
+
+    /// Says something only the people at the box may hear (the set-up code): never logged.
+    pub async fn say_privately(&self, text: &str) {
+        info!("box says something private on its speaker (not logged)");
+        self.speak(text).await;
+    }
+
+    async fn speak(&self, text: &str) {
         let Some(speech) = &self.inner.speech else { return };
         let audio = speech.tts.render(text).await;
         self.inner.bus.set_activity(Activity::Speaking);

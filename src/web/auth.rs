@@ -34,6 +34,13 @@ const ATTEMPTS_ALL: usize = 20;
 const CHALLENGE_FOR: Duration = Duration::from_secs(180);
 /// Wrong set-up codes before the challenge ends.
 const CODE_TRIES: u32 = 5;
+/// First set-ups started within [`SETUP_WINDOW`], at most: with [`CODE_TRIES`] each, guessing the
+/// six-digit code takes months, and the box's speaker is not a stranger's to fill.
+const SETUPS: usize = 3;
+const SETUP_WINDOW: Duration = Duration::from_secs(600);
+/// Password checks running at once, at most: argon2 holds ~19 MiB each, so a hundred at once
+/// would have a Pi killed for memory. Further logins wait for none: they get 429 at once.
+const CHECKS_AT_ONCE: usize = 2;
 const PASSWORD_MIN: usize = 8;
 const PASSWORD_MAX: usize = 256;
 
@@ -61,6 +68,11 @@ pub enum AuthError {
     NotProven,
     #[error("`code`: wrong code ({0} tries left)")]
     WrongCode(u32),
+    #[error(
+        "a set-up is already waiting for the box's button (another browser started it): do not press the \
+         button for it; try again in {0} s, when it has expired"
+    )]
+    SetupPending(u64),
     #[error("cannot store the password in {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 }
@@ -96,6 +108,10 @@ struct State {
     failures: HashMap<String, VecDeque<Instant>>,
     all_failures: VecDeque<Instant>,
     challenge: Option<Challenge>,
+    /// When set-ups were started, within [`SETUP_WINDOW`].
+    setups: VecDeque<Instant>,
+    /// Password checks running now.
+    checking: usize,
     cached: Cached,
 }
 
@@ -226,7 +242,9 @@ impl Auth {
         self.password_hash(&mut state).is_some()
     }
 
-    /// Checks `password` (argon2 takes a while: call it from a blocking thread).
+    /// Checks `password` (argon2 takes a while: call it from a blocking thread). A check is
+    /// counted as a wrong password before it runs (and forgiven if it was right), so many sent at
+    /// once are limited like many sent one after another; at most [`CHECKS_AT_ONCE`] run at once.
     pub fn login(&self, peer: &Peer, password: &str) -> Result<Opened, AuthError> {
         let now = Instant::now();
         let hash = {
@@ -244,19 +262,28 @@ impl Auth {
                 let wait = ATTEMPT_WINDOW.saturating_sub(now.duration_since(*oldest));
                 return Err(AuthError::TooMany(wait.as_secs().max(1)));
             }
-            self.password_hash(&mut state).ok_or(AuthError::NotSetUp)?
+            if state.checking >= CHECKS_AT_ONCE {
+                return Err(AuthError::TooMany(1));
+            }
+            let hash = self.password_hash(&mut state).ok_or(AuthError::NotSetUp)?;
+            state.checking += 1;
+            state.failures.entry(peer.0.clone()).or_default().push_back(now);
+            state.all_failures.push_back(now);
+            hash
         };
         let good = PasswordHash::new(&hash)
             .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false);
         let mut state = self.state();
+        state.checking -= 1;
         if !good {
-            state.failures.entry(peer.0.clone()).or_default().push_back(now);
-            state.all_failures.push_back(now);
             tracing::warn!(peer = %peer.0, "LAN page: wrong password");
             return Err(AuthError::WrongPassword);
         }
         state.failures.remove(&peer.0);
+        if let Some(at) = state.all_failures.iter().rposition(|t| *t == now) {
+            state.all_failures.remove(at);
+        }
         Ok(self.open_session(&mut state, hash))
     }
 
@@ -301,12 +328,26 @@ impl Auth {
         Ok(())
     }
 
-    /// Starts the first set-up: refused once a password is set.
+    /// Starts the first set-up: refused once a password is set, while another set-up waits (it
+    /// is never replaced: a button press must approve the set-up its owner started), and past
+    /// [`SETUPS`] starts in [`SETUP_WINDOW`].
     pub fn start_setup(&self) -> Result<Started, AuthError> {
         let mut state = self.state();
         if self.password_hash(&mut state).is_some() {
             return Err(AuthError::AlreadySetUp);
         }
+        let now = Instant::now();
+        if let Some(pending) = state.challenge.as_ref().filter(|c| c.expires > now) {
+            return Err(AuthError::SetupPending(pending.expires.duration_since(now).as_secs().max(1)));
+        }
+        while state.setups.front().is_some_and(|t| now.duration_since(*t) > SETUP_WINDOW) {
+            state.setups.pop_front();
+        }
+        if state.setups.len() >= SETUPS {
+            let oldest = *state.setups.front().expect("full");
+            return Err(AuthError::TooMany(SETUP_WINDOW.saturating_sub(now.duration_since(oldest)).as_secs().max(1)));
+        }
+        state.setups.push_back(now);
         let mut digits = [0u8; 6];
         getrandom::getrandom(&mut digits).expect("the OS random source works");
         let code: String = digits.iter().map(|d| char::from(b'0' + d % 10)).collect();
@@ -473,6 +514,27 @@ mod tests {
         pressed.presence_proven(&started.token);
         assert_eq!(pressed.setup_state(&started.token), Ok(true));
         pressed.finish_setup(&started.token, None, "battery staple").expect("the button proved presence");
+    }
+
+    #[test]
+    fn one_set_up_waits_at_a_time_and_only_a_few_start_in_ten_minutes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth = auth(dir.path());
+        let first = auth.start_setup().expect("start");
+        assert!(matches!(auth.start_setup(), Err(AuthError::SetupPending(s)) if s > 0), "never replaced");
+        auth.presence_proven(&first.token);
+        assert_eq!(auth.setup_state(&first.token), Ok(true), "the press approved the first one");
+        let expire = |auth: &Auth| {
+            let mut state = auth.state();
+            let challenge = state.challenge.as_mut().expect("pending");
+            challenge.expires = Instant::now() - Duration::from_millis(1);
+        };
+        for _ in 1..SETUPS {
+            expire(&auth);
+            auth.start_setup().expect("a new one once the last expired");
+        }
+        expire(&auth);
+        assert!(matches!(auth.start_setup(), Err(AuthError::TooMany(s)) if s > 0), "past the rate");
     }
 
     #[test]

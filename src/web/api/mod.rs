@@ -75,9 +75,11 @@ impl From<AuthError> for ApiError {
             AuthError::NoSession | AuthError::WrongPassword => StatusCode::UNAUTHORIZED,
             AuthError::Origin(_) | AuthError::Csrf => StatusCode::FORBIDDEN,
             AuthError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-            AuthError::NotSetUp | AuthError::AlreadySetUp | AuthError::NotProven | AuthError::NoChallenge => {
-                StatusCode::CONFLICT
-            }
+            AuthError::NotSetUp
+            | AuthError::AlreadySetUp
+            | AuthError::NotProven
+            | AuthError::NoChallenge
+            | AuthError::SetupPending(_) => StatusCode::CONFLICT,
             AuthError::WeakPassword | AuthError::WrongCode(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AuthError::Store { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -87,7 +89,7 @@ impl From<AuthError> for ApiError {
             AuthError::WrongCode(_) => Some("code".into()),
             _ => None,
         };
-        if let AuthError::TooMany(seconds) = e {
+        if let AuthError::TooMany(seconds) | AuthError::SetupPending(seconds) = e {
             error.retry_after = Some(seconds);
         }
         error

@@ -49,7 +49,7 @@ pub(super) async fn setup_start(State(lan): State<Lan>, headers: HeaderMap) -> A
     tokio::spawn(async move {
         let code = spoken.join(", ");
         for _ in 0..2 {
-            appliance.say(&format!("{}: {code}.", appliance.language().setup_code)).await;
+            appliance.say_privately(&format!("{}: {code}.", appliance.language().setup_code)).await;
         }
     });
     Ok(Json(json!({
