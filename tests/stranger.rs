@@ -378,3 +378,54 @@ async fn a_stranger_can_neither_take_over_the_first_set_up_nor_guess_passwords_a
     assert_eq!(right.status(), 429);
     println!("24 concurrent wrong passwords: {checked} checked, the rest 429; RSS +{grown} KiB");
 }
+
+/// A request whose body trickles in a byte every two seconds; returns what the box answered
+/// (its status line) and when, or `None` if it had not answered after `patience`.
+async fn trickle(port: u16, patience: Duration) -> Option<(String, Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let began = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let head = "POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 1000\r\n\r\n";
+    s.write_all(head.as_bytes()).await.ok()?;
+    let mut answer = vec![0u8; 256];
+    while began.elapsed() < patience {
+        tokio::select! {
+            n = s.read(&mut answer) => {
+                let n = n.unwrap_or(0);
+                let text = String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or("closed").to_owned();
+                return Some((text, began.elapsed()));
+            }
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                if s.write_all(b"a").await.is_err() {
+                    return Some(("closed".into(), began.elapsed()));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_trickled_in_cannot_hold_the_box_and_callers_are_answered_meanwhile() {
+    let b = TestBox::start().await;
+    let port: u16 = b.base.rsplit(':').next().expect("port").parse().expect("port");
+    let slow: Vec<_> = (0..300).map(|_| tokio::spawn(trickle(port, Duration::from_secs(40)))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Meanwhile a caller is answered and the page's health answers.
+    let call = simulator::run(&b.call()).await.expect("a call while the trickles go on");
+    assert!(call.token_issued.is_some() && call.frames_received > 0, "{call:?}");
+    let http = reqwest::Client::new();
+    assert!(http.get(format!("{}/healthz", b.base)).send().await.is_ok_and(|r| r.status().is_success()));
+    let mut answered = Vec::new();
+    for t in slow {
+        answered.push(t.await.expect("task"));
+    }
+    for a in &answered {
+        let (status, after) = a.as_ref().expect("every trickling request was answered, not held for 40 s");
+        assert!(status.contains("408") || status == "closed", "{status}");
+        assert!(*after < Duration::from_secs(35), "answered after {after:?}");
+    }
+    let timed_out = answered.iter().flatten().filter(|(s, _)| s.contains("408")).count();
+    assert!(timed_out > 0, "the box says why: {answered:?}");
+}

@@ -35,9 +35,56 @@ const FDS_KEPT: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Peer(pub String);
 
+/// A request's whole body must arrive within this time of its headers: a body trickled in a byte
+/// at a time cannot hold a connection (and a place among [`MAX_CONNECTIONS`]) for long.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Adds the limits every route shares.
 pub fn finish(router: Router) -> Router {
-    router.layer(DefaultBodyLimit::max(BODY_LIMIT))
+    router.layer(DefaultBodyLimit::max(BODY_LIMIT)).layer(axum::middleware::from_fn(whole_body_in_time))
+}
+
+/// Whether reading a body failed because it is over [`BODY_LIMIT`].
+fn over_the_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        // http-body-util's LengthLimitError, known by its message (it is not a dependency of ours).
+        if c.to_string() == "length limit exceeded" {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Reads a request's body whole, within [`BODY_DEADLINE`] and [`BODY_LIMIT`], before any route
+/// sees it. A late body gets 408 and the connection is closed; an oversized one 413.
+async fn whole_body_in_time(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let refuse = |status: StatusCode, message: String| {
+        debug!("{path}: {message}");
+        (status, [(header::CONNECTION, "close")], format!("{message}\n")).into_response()
+    };
+    let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if over_the_limit(&e) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over the length limit ({BODY_LIMIT} bytes)"),
+            );
+        }
+        Ok(Err(e)) => return refuse(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}")),
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} s of its headers", BODY_DEADLINE.as_secs()),
+            )
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 /// Serves HTTP (with WebSocket upgrades) on any byte stream: LAN TCP connections and the tunnel's
