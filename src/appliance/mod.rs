@@ -98,6 +98,8 @@ struct Inner {
     registry: Arc<Registry>,
     rest: Option<RestClient>,
     local: Mutex<Local>,
+    /// Places for announcements from elsewhere (see [`Appliance::try_say`]).
+    announcements: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Appliance {
@@ -105,6 +107,14 @@ impl std::fmt::Debug for Appliance {
         f.debug_struct("Appliance").field("panel", &self.inner.panel).finish_non_exhaustive()
     }
 }
+
+/// Announcements from elsewhere (the page, Home Assistant) waiting or being said, at most.
+pub const ANNOUNCEMENTS: usize = 4;
+
+/// The box is already saying [`ANNOUNCEMENTS`] things for others: try again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the box is already saying {0} things: try again when it has said them")]
+pub struct Busy(pub usize);
 
 /// Everything the appliance is built from.
 pub struct Parts {
@@ -170,6 +180,7 @@ impl Appliance {
                 language: parts.language,
                 store: parts.store,
                 voicemail: parts.voicemail,
+                announcements: Arc::new(tokio::sync::Semaphore::new(ANNOUNCEMENTS)),
                 registry: parts.registry,
                 rest: parts.rest,
                 local: Mutex::default(),
@@ -352,9 +363,22 @@ impl Appliance {
         self.speak(text).await;
     }
 
+    /// Says `text` for someone elsewhere (the page, Home Assistant): refused at once while
+    /// [`ANNOUNCEMENTS`] already wait, so a flood of them can neither fill the speech thread's queue
+    /// (callers' replies first) nor keep the speaker busy for long.
+    pub fn try_say(&self, text: String) -> Result<(), Busy> {
+        let permit = self.inner.announcements.clone().try_acquire_owned().map_err(|_| Busy(ANNOUNCEMENTS))?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.say(&text).await;
+            drop(permit);
+        });
+        Ok(())
+    }
+
     async fn speak(&self, text: &str) {
         let Some(speech) = &self.inner.speech else { return };
-        let audio = speech.tts.render(text).await;
+        let audio = speech.tts.render_aside(text).await;
         self.inner.bus.set_activity(Activity::Speaking);
         self.play_and_wait(&audio).await;
         self.inner.bus.end_activity(Activity::Speaking);

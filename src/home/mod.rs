@@ -341,7 +341,9 @@ impl Link {
                 tokio::spawn(async move { appliance.play_messages().await });
             }
             Command::Say(text) => {
-                tokio::spawn(async move { appliance.say(&text).await });
+                if let Err(busy) = appliance.try_say(text) {
+                    warn!("Home Assistant: `say` refused: {busy}");
+                }
             }
             Command::DoNotDisturb(on) => self.change("calls.do_not_disturb", json!(on)).await,
             Command::AnswerMode(mode) => self.change("calls.answer", json!(mode)).await,

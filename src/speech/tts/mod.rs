@@ -145,6 +145,8 @@ enum Job {
         chunks: tokio::sync::mpsc::Sender<Vec<i16>>,
         cancel: Arc<AtomicBool>,
         waker: Option<Arc<tokio::sync::Notify>>,
+        /// Said on the box's own speaker (an announcement), not to a caller: callers go first.
+        aside: bool,
     },
 }
 
@@ -229,6 +231,7 @@ struct Reply {
     cancel: Arc<AtomicBool>,
     waker: Option<Arc<tokio::sync::Notify>>,
     started: bool,
+    aside: bool,
 }
 
 impl Reply {
@@ -257,15 +260,21 @@ fn serve(synth: &mut Synth, queue: std::sync::mpsc::Receiver<Job>) {
     let mut replies: VecDeque<Reply> = VecDeque::new();
     loop {
         let next = if replies.is_empty() { queue.recv().ok() } else { queue.try_recv().ok() };
-        if let Some(Job::Speak { text, chunks, cancel, waker }) = next {
+        if let Some(Job::Speak { text, chunks, cancel, waker, aside }) = next {
             let units = synth.units(&text);
-            replies.push_back(Reply { units, chunks, cancel, waker, started: false });
+            replies.push_back(Reply { units, chunks, cancel, waker, started: false, aside });
             continue;
         }
         if replies.is_empty() {
             return; // every handle is gone
         }
-        let at = replies.iter().position(|r| !r.started).unwrap_or(0);
+        // A caller's reply that has not started goes first (a caller waits on it), then any other
+        // that has not started, then the rest in turn.
+        let at = replies
+            .iter()
+            .position(|r| !r.started && !r.aside)
+            .or_else(|| replies.iter().position(|r| !r.started))
+            .unwrap_or(0);
         let mut reply = replies.remove(at).expect("an index from the queue");
         if reply.step(synth) {
             replies.push_back(reply);
@@ -404,9 +413,23 @@ impl Tts {
 
     /// Like `speak`, waking `waker` as each sentence is ready.
     pub fn speak_waking(&self, text: &str, waker: Option<Arc<tokio::sync::Notify>>) -> Speech {
+        self.queue(text, waker, false)
+    }
+
+    /// Renders `text` for the box's own speaker: after any caller's reply that waits.
+    pub async fn render_aside(&self, text: &str) -> Vec<i16> {
+        let mut speech = self.queue(text, None, true);
+        let mut all = Vec::new();
+        while let Some(chunk) = speech.chunks.recv().await {
+            all.extend(chunk);
+        }
+        all
+    }
+
+    fn queue(&self, text: &str, waker: Option<Arc<tokio::sync::Notify>>, aside: bool) -> Speech {
         let (tx, chunks) = tokio::sync::mpsc::channel(16);
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job::Speak { text: text.to_owned(), chunks: tx, cancel: cancel.clone(), waker };
+        let job = Job::Speak { text: text.to_owned(), chunks: tx, cancel: cancel.clone(), waker, aside };
         if let Some(jobs) = &self.jobs {
             if jobs.try_send(job).is_err() {
                 tracing::warn!("the TTS queue is full: a reply was dropped");

@@ -66,9 +66,14 @@ pub(super) async fn say(State(lan): State<Lan>, Body(body): Body<Say>) -> Answer
             "the box has no voice now (speech is off: calls.answer = \"tones\")",
         ));
     }
-    let appliance = lan.appliance.clone();
-    tokio::spawn(async move { appliance.say(&text).await });
-    Ok(StatusCode::ACCEPTED)
+    match lan.appliance.try_say(text) {
+        Ok(()) => Ok(StatusCode::ACCEPTED),
+        Err(busy) => {
+            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, busy.to_string());
+            error.retry_after = Some(5);
+            Err(error)
+        }
+    }
 }
 
 pub(super) async fn speaker_test(State(lan): State<Lan>) -> StatusCode {
