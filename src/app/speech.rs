@@ -72,6 +72,7 @@ pub(super) async fn speech_kit(
         store: store.clone(),
         voicemail: Folder::new(&config.device.data_dir),
         store_transcripts: config.assistant.store_transcripts,
+        voicemail_max: config.calls.voicemail_max.into(),
         // Decided per call, from the settings in effect (see `responder_factory`).
         voicemail_only: false,
         transfer,

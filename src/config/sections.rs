@@ -109,6 +109,8 @@ pub struct CallsConfig {
     pub answer: AnswerMode,
     pub max_concurrent: u32,
     pub max_duration: Duration,
+    /// The longest message a caller may leave (a bound on each file and on memory while recording).
+    pub voicemail_max: Duration,
     pub silence_timeout: Duration,
     pub ring_timeout: Duration,
     pub allow: Vec<E164>,

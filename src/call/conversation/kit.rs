@@ -62,6 +62,8 @@ pub struct SpeechKit {
     pub store: Store,
     pub voicemail: crate::store::Folder,
     pub store_transcripts: bool,
+    /// A message is saved, and the call ends, when it is this long (`calls.voicemail_max`).
+    pub voicemail_max: Duration,
     /// Start every call in voicemail (`calls.answer = "voicemail"`).
     pub voicemail_only: bool,
     /// Transfers ("call Alice" during a call): the REST client, the box's number and the contacts.

@@ -40,7 +40,8 @@ impl AssistantCall {
     pub(super) fn start_voicemail(&mut self, out: &mut Outbox) {
         out.play(&self.kit.prompts.voicemail_intro, "voicemail-intro");
         out.play(&beep(), "beep");
-        self.mode = Mode::Recording(Vec::with_capacity(16000 * 60));
+        let limit = (self.kit.voicemail_max.as_secs_f64() * 16_000.0) as usize;
+        self.mode = Mode::Recording(Vec::with_capacity(limit.min(16000 * 60)));
         info!("recording a voicemail");
     }
 

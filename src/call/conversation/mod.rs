@@ -349,6 +349,10 @@ impl Responder for AssistantCall {
     fn hear(&mut self, frame: &Frame16k, out: &mut Outbox) {
         if let Mode::Recording(audio) = &mut self.mode {
             audio.extend_from_slice(frame);
+            if audio.len() as f64 >= self.kit.voicemail_max.as_secs_f64() * 16_000.0 {
+                info!(limit_s = self.kit.voicemail_max.as_secs(), "the message reached calls.voicemail_max: saved");
+                self.finish_voicemail(out);
+            }
             return;
         }
         if matches!(self.mode, Mode::Closing | Mode::Saving(_)) {
