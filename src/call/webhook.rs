@@ -111,6 +111,8 @@ fn xml(body: String) -> Response {
 
 /// Unsigned requests are what a scan or a flood sends: one line per 10 s with a count of the rest.
 static UNSIGNED: Throttle = Throttle::new(std::time::Duration::from_secs(10));
+/// Webhooks for calls that ended or already stream (replays), likewise: a replay can be sent at will.
+static REPLAYED: Throttle = Throttle::new(std::time::Duration::from_secs(10));
 /// Binary WebSocket messages, likewise.
 static BINARY: Throttle = Throttle::new(std::time::Duration::from_secs(10));
 
@@ -194,7 +196,9 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
     let remote = if direction == Direction::Inbound { from } else { to };
     let store = &state.sessions.store;
     if already_ended(store, &sid).await {
-        warn!(call = %sid, "a webhook for a call that has already ended (a replay?): refused, nothing recorded");
+        if let Some(n) = REPLAYED.check() {
+            warn!(call = %sid, "a webhook for a call that has already ended (a replay?): refused, nothing recorded{}", held_back(n));
+        }
         return xml(twiml::reject(twiml::Reject::Rejected));
     }
     let callout = callout_id(&uri);
@@ -230,7 +234,9 @@ async fn voice(State(state): State<PhoneState>, uri: Uri, headers: HeaderMap, bo
             xml(twiml::connect_stream(&state.stream_url(), &[("token", token.as_str())]))
         }
         Admission::Streaming => {
-            warn!(call = %sid, "a webhook for a call already streaming (a replay?): refused, nothing recorded");
+            if let Some(n) = REPLAYED.check() {
+                warn!(call = %sid, "a webhook for a call already streaming (a replay?): refused, nothing recorded{}", held_back(n));
+            }
             xml(twiml::reject(twiml::Reject::Busy))
         }
         Admission::Busy => refuse(Outcome::Busy, "too many calls at once", twiml::Reject::Busy).await,
