@@ -181,7 +181,8 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         let fault = format!("the call log was damaged: kept as {}, a new one started", aside.display());
         state.set_fault_of(crate::events::Part::Store, Some(fault));
     }
-    let voicemail = Folder::new(&config.device.data_dir);
+    let voicemail =
+        Folder::new(&config.device.data_dir).limited_to(u64::from(config.calls.voicemail_folder_mb) * 1_000_000);
     match store.reconcile_voicemail(&voicemail).await {
         Ok(check) if check != crate::store::VoicemailCheck::default() => warn!(
             "voicemail folder and call log reconciled after an abrupt stop: {} message(s) attached to their call, \
@@ -213,7 +214,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
     let greeting = greeting(&config)?;
     let rest = if config.twilio.has_credentials() { RestClient::new(&config.twilio).ok() } else { None };
     let rest_for_setup = rest.clone();
-    let kit = speech_kit(&config, &live, &store, rest.clone()).await;
+    let kit = speech_kit(&config, &live, &store, &voicemail, rest.clone()).await;
     let speech = kit.as_ref().map(|k| k.stt.clone());
     if let Some(stt) = speech.clone() {
         tokio::spawn(stt.publish_download(state.clone(), shutdown.clone()));

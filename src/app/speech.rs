@@ -31,6 +31,7 @@ pub(super) async fn speech_kit(
     config: &Config,
     settings: &Live,
     store: &Store,
+    voicemail: &Folder,
     rest: Option<RestClient>,
 ) -> Option<SpeechKit> {
     if config.calls.answer == AnswerMode::Tones {
@@ -70,7 +71,7 @@ pub(super) async fn speech_kit(
         backlog: config.speech.backlog.into(),
         reprompt_after: config.speech.reprompt_after.into(),
         store: store.clone(),
-        voicemail: Folder::new(&config.device.data_dir),
+        voicemail: voicemail.clone(),
         store_transcripts: config.assistant.store_transcripts,
         voicemail_max: config.calls.voicemail_max.into(),
         // Decided per call, from the settings in effect (see `responder_factory`).

@@ -104,6 +104,15 @@ async fn fetch_recordings(rest: &RestClient, sid: &CallSid, store: &Store, folde
         let mut path = folder.download_path(&recording.sid);
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
             let audio = rest.download_recording(&recording.sid).await?;
+            let room = store.make_room(folder, audio.len() as u64).await?;
+            if !room.fits {
+                warn!(
+                    call = %sid,
+                    "voicemail folder full of messages not yet heard (calls.voicemail_folder_mb): a recording \
+                     made by Twilio stays there, not downloaded"
+                );
+                continue;
+            }
             let (folder, name) = (folder.clone(), recording.sid.clone());
             path = tokio::task::spawn_blocking(move || folder.write_download(&name, &audio)).await??;
             fetched += 1;

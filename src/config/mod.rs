@@ -198,6 +198,9 @@ impl Config {
         if self.calls.max_concurrent == 0 {
             return Err(invalid("calls.max_concurrent".into(), "expected at least 1".into()));
         }
+        if self.calls.voicemail_folder_mb == 0 {
+            return Err(invalid("calls.voicemail_folder_mb".into(), "expected at least 1 (MB)".into()));
+        }
         let host_name = |h: &String| {
             !h.is_empty()
                 && h.len() <= 253

@@ -111,6 +111,9 @@ pub struct CallsConfig {
     pub max_duration: Duration,
     /// The longest message a caller may leave (a bound on each file and on memory while recording).
     pub voicemail_max: Duration,
+    /// The most the voicemail folder holds, in MB (10^6 bytes): the oldest heard messages make room;
+    /// when only unheard ones are left, callers are told the box cannot take a message.
+    pub voicemail_folder_mb: u32,
     pub silence_timeout: Duration,
     pub ring_timeout: Duration,
     pub allow: Vec<E164>,

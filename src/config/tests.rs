@@ -110,6 +110,7 @@ fn bad_values_name_the_key_and_what_is_expected() {
         ("", &[("VOCA_CALLS_MAX_CONCURRENT", "many")], "calls.max_concurrent", "whole number"),
         ("[speech]\nrate = 10\n", &[], "speech.rate", "80 to 450"),
         ("[calls]\nmax_concurrent = 0\n", &[], "calls.max_concurrent", "at least 1"),
+        ("[calls]\nvoicemail_folder_mb = 0\n", &[], "calls.voicemail_folder_mb", "at least 1 (MB)"),
         ("[web]\nallowed_hosts = [\"http://voca.lan/\"]\n", &[], "web.allowed_hosts", "not a host name"),
         ("", &[("VOCA_WEB_ALLOWED_HOSTS", "voca.lan, bad host")], "web.allowed_hosts", "not a host name"),
     ];

@@ -17,6 +17,8 @@ pub struct Language {
     pub voicemail_saved: &'static str,
     /// The message could not be stored (a full or failing card): said instead of "saved".
     pub voicemail_not_saved: &'static str,
+    /// The voicemail folder holds only messages nobody has heard yet: said instead of the beep.
+    pub voicemail_full: &'static str,
     pub nothing_to_repeat: &'static str,
     /// `{name}`: the box's name.
     pub who: &'static str,
@@ -63,6 +65,7 @@ pub const ENGLISH: Language = Language {
     voicemail_intro: "Please leave your message after the tone. Press pound when you are done.",
     voicemail_saved: "Thank you. Your message is saved. Goodbye.",
     voicemail_not_saved: "I am sorry: your message could not be saved. Please call again later. Goodbye.",
+    voicemail_full: "I am sorry: the mailbox is full and cannot take a message now. Please call again later. Goodbye.",
     nothing_to_repeat: "I have not said anything yet.",
     who: "This is {name}, a voice assistant box.",
     calling: "Calling {name}.",
@@ -108,6 +111,8 @@ pub const KOREAN: Language = Language {
     voicemail_intro: "삐 소리 후에 메시지를 남겨 주세요. 끝나면 우물 정자를 눌러 주세요.",
     voicemail_saved: "감사합니다. 메시지가 저장되었습니다. 안녕히 계세요.",
     voicemail_not_saved: "죄송합니다. 메시지를 저장하지 못했습니다. 나중에 다시 걸어 주세요. 안녕히 계세요.",
+    voicemail_full:
+        "죄송합니다. 메시지함이 가득 차서 지금은 메시지를 남길 수 없습니다. 나중에 다시 걸어 주세요. 안녕히 계세요.",
     nothing_to_repeat: "아직 드린 말씀이 없습니다.",
     who: "저는 {name} 음성 비서입니다.",
     calling: "{name}에게 전화합니다.",

@@ -16,4 +16,4 @@ pub use callouts::{Attempt, CallOutRow};
 pub use calls::{CallRecord, Day, Outcome};
 pub use owner::{Store, StoreError, Written};
 pub use sync::ImportedCall;
-pub use voicemail::{Folder, VoicemailCheck};
+pub use voicemail::{Folder, Room, VoicemailCheck};

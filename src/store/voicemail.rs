@@ -1,8 +1,9 @@
 //! Voicemail: the one owner of the voicemail folder and of its rows in the call log. The
 //! [`Folder`] names messages (`<CallSid>-<ms>.wav` for a recording on the box, `<RecordingSid>.wav`
 //! for one downloaded from Twilio), writes them whole (never half a message under its real name),
-//! reads them back (only files inside it), and is made to agree with the log after a stop at any
-//! moment; the rows note, transcribe and forget messages.
+//! reads them back (only files inside it), keeps within its size (`calls.voicemail_folder_mb`: the
+//! oldest heard messages make room, never an unheard one), and is made to agree with the log after a
+//! stop at any moment; the rows note, transcribe and forget messages.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,11 +18,34 @@ use crate::twilio::media::CallSid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder {
     dir: PathBuf,
+    /// The most the folder may hold, in bytes.
+    limit: u64,
 }
 
+/// A 16 kHz, 16-bit mono WAV: bytes per second of a message recorded on the box.
+pub const RECORDING_BYTES_PER_SECOND: u64 = 32_000;
+
 impl Folder {
+    /// The folder, unbounded until [`Folder::limited_to`] says otherwise.
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: data_dir.join("voicemail") }
+        Self { dir: data_dir.join("voicemail"), limit: u64::MAX }
+    }
+
+    /// The folder as the configuration bounds it (`calls.voicemail_folder_mb`).
+    pub fn limited_to(self, bytes: u64) -> Self {
+        Self { limit: bytes, ..self }
+    }
+
+    /// The room a recording of `length` needs (its WAV header included).
+    pub fn room_for_recording(length: std::time::Duration) -> u64 {
+        44 + (length.as_secs_f64() * RECORDING_BYTES_PER_SECOND as f64).ceil() as u64
+    }
+
+    /// Bytes held by the folder's files now (whole messages, writes under way and files of calls
+    /// not in the log alike). Blocking.
+    pub fn used(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
     }
 
     pub fn path(&self) -> &Path {
@@ -99,7 +123,65 @@ pub struct VoicemailCheck {
     pub files_unknown: u32,
 }
 
+/// What [`Store::make_room`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// The folder now has room for what was asked.
+    pub fits: bool,
+    /// Heard messages removed to make it.
+    pub removed: u32,
+    /// Bytes the folder holds now.
+    pub used: u64,
+}
+
 impl Store {
+    /// Makes room for `need` more bytes in the folder, within its limit: the oldest messages already
+    /// heard go first (their calls stay in the log, shown without a message); a message not yet heard
+    /// is never removed to make room. Run on the call log's thread, so no other change to the rows
+    /// comes in between.
+    pub async fn make_room(&self, folder: &Folder, need: u64) -> Result<Room, StoreError> {
+        let folder = folder.clone();
+        let (room, cleared) = self
+            .run(move |c| {
+                let mut used = folder.used();
+                let mut cleared = Vec::new();
+                if used.saturating_add(need) > folder.limit {
+                    let heard: Vec<(String, String)> = c
+                        .prepare(
+                            "SELECT call_sid, voicemail FROM calls WHERE voicemail IS NOT NULL AND waiting = 0 \
+                             ORDER BY created_at, id",
+                        )?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?;
+                    for (sid, named) in heard {
+                        if used.saturating_add(need) <= folder.limit {
+                            break;
+                        }
+                        let Some(file) = folder.file(&named) else { continue };
+                        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                        // The file first, as the page does: a row never names a file that is gone
+                        // for good while the file is still there.
+                        if std::fs::remove_file(&file).is_ok() {
+                            c.execute(
+                                "UPDATE calls SET voicemail = NULL, voicemail_transcript = NULL WHERE call_sid = ?1",
+                                [&sid],
+                            )?;
+                            used = used.saturating_sub(size);
+                            cleared.push(sid);
+                        }
+                    }
+                }
+                let room =
+                    Room { fits: used.saturating_add(need) <= folder.limit, removed: cleared.len() as u32, used };
+                Ok((room, cleared))
+            })
+            .await?;
+        for sid in cleared {
+            self.changed(&CallSid::trusted(sid));
+        }
+        Ok(room)
+    }
+
     /// Notes the caller's recorded message on the call.
     pub async fn voicemail_saved(&self, sid: &CallSid, path: &Path) -> Result<(), StoreError> {
         let told = sid.to_owned();
@@ -260,6 +342,36 @@ mod tests {
             store.reconcile_voicemail(&folder).await.expect("again"),
             VoicemailCheck { files_unknown: 1, ..Default::default() }
         );
+    }
+
+    #[tokio::test]
+    async fn room_is_made_from_the_oldest_heard_messages_and_never_from_an_unheard_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        // Room for three 1,000-byte messages and a little over.
+        let folder = Folder::new(dir.path()).limited_to(3_500);
+        let sid = |i: u32| CallSid::trusted(format!("CA{i:032}"));
+        let mut files = Vec::new();
+        for i in 1..=3 {
+            store.call_started(&sid(i), "inbound", "+15551234567", "+15557654321").await.expect("start");
+            let file = folder.write_download(&format!("RE{i:032}"), &[0; 1_000]).expect("write");
+            store.voicemail_saved(&sid(i), &file).await.expect("saved");
+            files.push(file);
+        }
+        assert_eq!(store.make_room(&folder, 400).await.expect("room"), Room { fits: true, removed: 0, used: 3_000 });
+        // All unheard: nothing may go, and there is no room for another.
+        assert_eq!(store.make_room(&folder, 1_000).await.expect("room"), Room { fits: false, removed: 0, used: 3_000 });
+        assert!(files.iter().all(|f| f.exists()));
+        // The second and third heard: the second (the older) goes, the third stays, the first
+        // (unheard, though oldest) stays.
+        store.mark_heard(vec![sid(3), sid(2)]).await.expect("heard");
+        assert_eq!(store.make_room(&folder, 1_000).await.expect("room"), Room { fits: true, removed: 1, used: 2_000 });
+        assert!(files[0].exists() && !files[1].exists() && files[2].exists());
+        let row = store.call(&sid(2)).await.expect("store").expect("row");
+        assert_eq!(row.voicemail, None, "the row no longer names the removed file");
+        // More than the folder can ever hold: the heard one goes too, and still no room.
+        assert_eq!(store.make_room(&folder, 3_000).await.expect("room"), Room { fits: false, removed: 1, used: 1_000 });
+        assert!(files[0].exists(), "an unheard message is never removed to make room");
     }
 
     #[test]

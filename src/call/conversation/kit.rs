@@ -22,6 +22,7 @@ pub struct Prompts {
     pub voicemail_intro: Arc<Vec<i16>>,
     pub voicemail_saved: Arc<Vec<i16>>,
     pub voicemail_not_saved: Arc<Vec<i16>>,
+    pub voicemail_full: Arc<Vec<i16>>,
     pub trouble: Arc<Vec<i16>>,
     pub missed: Arc<Vec<i16>>,
 }
@@ -38,6 +39,7 @@ impl Prompts {
             voicemail_intro: r(l.voicemail_intro.into()).await,
             voicemail_saved: r(l.voicemail_saved.into()).await,
             voicemail_not_saved: r(l.voicemail_not_saved.into()).await,
+            voicemail_full: r(l.voicemail_full.into()).await,
             trouble: r(l.trouble.into()).await,
             missed: r(l.missed.into()).await,
         }

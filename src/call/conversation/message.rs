@@ -1,5 +1,6 @@
-//! Leaving a message: the beep, the recording, the file written whole and noted on the call, and
-//! its transcript made off the call by a worker of the recognizer pool.
+//! Leaving a message: room made in the folder (or the caller told it is full), the beep, the
+//! recording, the file written whole and noted on the call, and its transcript made off the call by a
+//! worker of the recognizer pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tracing::{error, info, warn};
 use super::{AssistantCall, Mode};
 use crate::call::responder::{tones, Outbox};
 use crate::speech::stt::Stt;
-use crate::store::Store;
+use crate::store::{Folder, Store};
 use crate::twilio::media::CallSid;
 
 /// The message's free-form transcript, stored with it: after the call, off its hot path (waits for
@@ -37,7 +38,51 @@ pub(super) fn beep() -> Vec<i16> {
 }
 
 impl AssistantCall {
-    pub(super) fn start_voicemail(&mut self, out: &mut Outbox) {
+    /// Makes room for the longest message a caller may leave, off the call; recording starts once
+    /// there is room ([`AssistantCall::voicemail_opened`]).
+    pub(super) fn start_voicemail(&mut self) {
+        let (store, folder, waker) = (self.kit.store.clone(), self.kit.voicemail.clone(), self.waker.clone());
+        let need = Folder::room_for_recording(self.kit.voicemail_max);
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let room = match store.make_room(&folder, need).await {
+                Ok(room) => {
+                    if room.removed > 0 {
+                        info!(
+                            removed = room.removed,
+                            "voicemail folder at its limit: the oldest heard messages removed"
+                        );
+                    }
+                    if !room.fits {
+                        warn!(
+                            used_mb = room.used / 1_000_000,
+                            "voicemail folder full of messages not yet heard (calls.voicemail_folder_mb): \
+                             the caller was told no message can be taken; listen to or delete messages"
+                        );
+                    }
+                    room.fits
+                }
+                Err(e) => {
+                    // Taking the message is worth more than knowing the folder's size.
+                    warn!("cannot make room in the voicemail folder: {e}");
+                    true
+                }
+            };
+            let _ = tx.send(room);
+            waker.notify_one();
+        });
+        self.mode = Mode::Opening(rx);
+    }
+
+    /// The folder has room (the beep, then the recording) or is full of unheard messages (the caller
+    /// is told, and the box hangs up).
+    pub(super) fn voicemail_opened(&mut self, room: bool, out: &mut Outbox) {
+        if !room {
+            self.mode = Mode::Closing;
+            out.play(&self.kit.prompts.voicemail_full, "voicemail-full");
+            out.hang_up("the voicemail folder is full");
+            return;
+        }
         out.play(&self.kit.prompts.voicemail_intro, "voicemail-intro");
         out.play(&beep(), "beep");
         let limit = (self.kit.voicemail_max.as_secs_f64() * 16_000.0) as usize;

@@ -30,6 +30,8 @@ enum Mode {
     /// Waiting for the model (the caller heard "one moment"); the caller is heard all the same.
     Waiting,
     Talking,
+    /// Making room in the voicemail folder for the caller's message: whether there is.
+    Opening(oneshot::Receiver<bool>),
     /// Recording the caller's message (16 kHz).
     Recording(Vec<i16>),
     /// The message is being written; the caller hears whether it was saved once it is.
@@ -116,7 +118,7 @@ impl AssistantCall {
         self.mode = Mode::Talking;
         self.last_heard = Instant::now();
         if self.kit.voicemail_only {
-            self.start_voicemail(out);
+            self.start_voicemail();
         } else {
             out.play(&self.kit.prompts.greeting.get(), "greeting");
         }
@@ -196,7 +198,7 @@ impl AssistantCall {
             return;
         }
         if reply.action == Action::Voicemail {
-            self.start_voicemail(out);
+            self.start_voicemail();
             return;
         }
         let text = match (&reply.action, &self.kit.transfer) {
@@ -355,7 +357,7 @@ impl Responder for AssistantCall {
             }
             return;
         }
-        if matches!(self.mode, Mode::Closing | Mode::Saving(_)) {
+        if matches!(self.mode, Mode::Closing | Mode::Saving(_) | Mode::Opening(_)) {
             return;
         }
         match self.listener.hear(frame) {
@@ -398,6 +400,14 @@ impl Responder for AssistantCall {
         while let Some(heard) = self.listener.poll() {
             if matches!(self.mode, Mode::Talking) {
                 self.heard(heard, out);
+            }
+        }
+        if let Mode::Opening(rx) = &mut self.mode {
+            match rx.try_recv() {
+                Ok(room) => self.voicemail_opened(room, out),
+                // The check itself went away: try to take the message all the same.
+                Err(oneshot::error::TryRecvError::Closed) => self.voicemail_opened(true, out),
+                Err(oneshot::error::TryRecvError::Empty) => {}
             }
         }
         if let Mode::Saving(rx) = &mut self.mode {
