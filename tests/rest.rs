@@ -163,3 +163,21 @@ async fn an_unreachable_api_is_a_transport_error() {
     let e = place(&client("http://127.0.0.1:9")).await.expect_err("refused");
     assert!(matches!(e, RestError::Transport { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_recording_sid_that_is_not_one_never_names_a_file_or_a_path() {
+    let good = "RE0123456789abcdef0123456789abcdef";
+    let (base, _) = stub(Arc::new(move |_, _| {
+        let body = serde_json::json!({"recordings": [
+            {"sid": "../../../etc/passwd", "duration": "3"},
+            {"sid": "RE0123456789abcdef0123456789abcdef/../x", "duration": "3"},
+            {"sid": good, "duration": "4"},
+        ]});
+        json(StatusCode::OK, body)
+    }))
+    .await;
+    let call = voca::twilio::media::CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("sid");
+    let listed = client(&base).list_recordings(&call).await.expect("the good one is listed");
+    let sids: Vec<&str> = listed.iter().map(|r| r.sid.as_str()).collect();
+    assert_eq!(sids, vec![good], "the odd entries are left out, the good one kept");
+}

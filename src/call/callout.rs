@@ -202,10 +202,17 @@ impl CallOut {
         };
         let retry = || now_ms() + self.inner.policy.retry_after(row.emergency).as_millis() as i64;
         match rest.place_call(&call).await {
-            Ok(placed) => {
-                info!(id = row.id, to = %mask_phone(&row.number), call = %placed.sid, "call-out placed");
-                Attempt::Placed { call_sid: CallSid::trusted(placed.sid) }
-            }
+            Ok(placed) => match CallSid::parse(&placed.sid) {
+                Ok(call_sid) => {
+                    info!(id = row.id, to = %mask_phone(&row.number), call = %call_sid, "call-out placed");
+                    Attempt::Placed { call_sid }
+                }
+                // Placed, but under a name the box cannot use (it would name a URL): never again.
+                Err(e) => {
+                    warn!(id = row.id, "call-out placed, but Twilio answered with {e}: not sent again");
+                    Attempt::Uncertain { error: format!("Twilio answered with {e}") }
+                }
+            },
             Err(RestError::Transport { nothing_sent: true, reason, .. }) => {
                 warn!(id = row.id, "call-out not placed ({reason}): will retry");
                 Attempt::Retry { next_try: retry(), error: reason }

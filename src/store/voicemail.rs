@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
-use crate::twilio::media::CallSid;
+use crate::twilio::media::{CallSid, RecordingSid};
 
 /// The voicemail folder, `<data_dir>/voicemail`: everyone who writes, serves or plays a message
 /// asks it. Cheap to clone.
@@ -61,13 +61,13 @@ impl Folder {
     }
 
     /// Where a recording downloaded from Twilio is kept.
-    pub fn download_path(&self, recording_sid: &str) -> PathBuf {
-        self.dir.join(format!("{recording_sid}.wav"))
+    pub fn download_path(&self, recording_sid: &RecordingSid) -> PathBuf {
+        self.dir.join(format!("{}.wav", recording_sid.as_str()))
     }
 
     /// Writes a downloaded recording (a WAV as Twilio sent it) whole at [`Folder::download_path`].
     /// Blocking: call it off the async runtime.
-    pub fn write_download(&self, recording_sid: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    pub fn write_download(&self, recording_sid: &RecordingSid, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let path = self.download_path(recording_sid);
         self.write_whole(&path, bytes)?;
         Ok(path)
@@ -321,7 +321,9 @@ mod tests {
         let stranger = vm.join("CA0000000000000000000000000000ffff-4000.wav");
         std::fs::write(&stranger, b"RIFF").expect("stranger");
         // And one that is as it should be.
-        let fine = folder.write_download("RE0000000000000000000000000000005", b"RIFF").expect("write");
+        let fine = folder
+            .write_download(&RecordingSid::trusted("RE0000000000000000000000000000005".into()), b"RIFF")
+            .expect("write");
         store.voicemail_saved(&CallSid::trusted(sids[2].into()), &fine).await.expect("saved");
 
         let check = store.reconcile_voicemail(&folder).await.expect("reconcile");
@@ -354,7 +356,7 @@ mod tests {
         let mut files = Vec::new();
         for i in 1..=3 {
             store.call_started(&sid(i), "inbound", "+15551234567", "+15557654321").await.expect("start");
-            let file = folder.write_download(&format!("RE{i:032}"), &[0; 1_000]).expect("write");
+            let file = folder.write_download(&RecordingSid::trusted(format!("RE{i:032}")), &[0; 1_000]).expect("write");
             store.voicemail_saved(&sid(i), &file).await.expect("saved");
             files.push(file);
         }

@@ -67,6 +67,7 @@ macro_rules! sid {
 
 sid!(CallSid, "CA", "call");
 sid!(StreamSid, "MZ", "stream");
+sid!(RecordingSid, "RE", "recording");
 
 /// A message from Twilio.
 #[derive(Debug, Deserialize)]

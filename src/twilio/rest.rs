@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::config::{AccountSid, Secret, TwilioConfig, E164};
 use crate::net::Backoff;
-use crate::twilio::media::CallSid;
+use crate::twilio::media::{CallSid, RecordingSid};
 
 const API_VERSION: &str = "2010-04-01";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,17 +85,24 @@ struct CallPage {
     next_page_uri: Option<String>,
 }
 
-/// A recording Twilio made of a call.
-#[derive(Debug, Clone, Deserialize)]
+/// A recording Twilio made of a call. Its SID names a file on the box and a path on the API: only
+/// `RE` and 32 hex digits is taken (see [`RestClient::list_recordings`]).
+#[derive(Debug, Clone)]
 pub struct Recording {
-    pub sid: String,
-    pub call_sid: Option<String>,
+    pub sid: RecordingSid,
     pub duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RecordingPage {
-    recordings: Vec<Recording>,
+    recordings: Vec<RawRecording>,
+}
+
+/// A recording as the API lists it, before its SID is checked.
+#[derive(Debug, Deserialize)]
+struct RawRecording {
+    sid: String,
+    duration: Option<String>,
 }
 
 /// What `place_call` sends: the box's webhook answers the call once it connects.
@@ -301,18 +308,20 @@ impl RestClient {
     pub async fn list_recordings(&self, call: &CallSid) -> Result<Vec<Recording>, RestError> {
         let path = self.account_path(&format!("/Calls/{}/Recordings.json", call.as_str()));
         let page: RecordingPage = self.send("the recording list", Method::GET, &path, &[], Retry::Idempotent).await?;
-        Ok(page.recordings)
+        // One odd entry costs that entry, not the others (its SID would name a file and a URL).
+        let recordings = page.recordings.into_iter().filter_map(|r| match RecordingSid::parse(&r.sid) {
+            Ok(sid) => Some(Recording { sid, duration: r.duration }),
+            Err(e) => {
+                tracing::warn!(call = %call, "the recording list: {e}: left out");
+                None
+            }
+        });
+        Ok(recordings.collect())
     }
 
     /// A recording's audio as a WAV file.
-    pub async fn download_recording(&self, recording_sid: &str) -> Result<bytes::Bytes, RestError> {
-        if !recording_sid.starts_with("RE") || !recording_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(RestError::Decode {
-                what: "a recording".into(),
-                reason: format!("{recording_sid:?} is not a recording SID (RE + 32 hex digits)"),
-            });
-        }
-        let path = self.account_path(&format!("/Recordings/{recording_sid}.wav"));
+    pub async fn download_recording(&self, recording_sid: &RecordingSid) -> Result<bytes::Bytes, RestError> {
+        let path = self.account_path(&format!("/Recordings/{}.wav", recording_sid.as_str()));
         self.send_raw("the recording download", Method::GET, &path, &[], Retry::Idempotent).await
     }
 

@@ -382,7 +382,7 @@ impl Auth {
     /// button or by `code`. Stores the password and opens a session.
     pub fn finish_setup(&self, token: &str, code: Option<&str>, password: &str) -> Result<Opened, AuthError> {
         check_strength(password)?;
-        {
+        let taken = {
             let mut state = self.state();
             if self.password_hash(&mut state).is_some() {
                 return Err(AuthError::AlreadySetUp);
@@ -406,11 +406,17 @@ impl Auth {
                     }
                 }
             }
-        }
+            // Taken while still held: a second finish sent at the same moment finds no set-up
+            // waiting, and can never replace the password this one sets.
+            state.challenge.take().ok_or(AuthError::NoChallenge)?
+        };
         let data_dir = self.file.parent().unwrap_or(Path::new("."));
-        store_password(data_dir, password)?;
+        if let Err(e) = store_password(data_dir, password) {
+            // Nothing was set: the set-up still waits (unless another has started meanwhile).
+            self.state().challenge.get_or_insert(taken);
+            return Err(e);
+        }
         let mut state = self.state();
-        state.challenge = None;
         let hash = self.password_hash(&mut state).ok_or(AuthError::NotSetUp)?;
         tracing::info!("LAN page: the password was set (first set-up)");
         Ok(self.open_session(&mut state, hash))

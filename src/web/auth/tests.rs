@@ -37,6 +37,33 @@ fn the_first_set_up_needs_the_button_or_the_spoken_code() {
 }
 
 #[test]
+fn two_finishes_sent_at_once_set_one_password_and_open_one_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = std::sync::Arc::new(auth(dir.path()));
+    let started = auth.start_setup().expect("start");
+    auth.presence_proven(&started.token);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let finishes: Vec<_> = ["correct horse one", "correct horse two"]
+        .into_iter()
+        .map(|password| {
+            let (auth, token, barrier) = (auth.clone(), started.token.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                auth.finish_setup(&token, None, password).map(|_| password)
+            })
+        })
+        .collect();
+    let results: Vec<_> = finishes.into_iter().map(|t| t.join().expect("thread")).collect();
+    let set: Vec<&str> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(set.len(), 1, "exactly one finish sets the password: {results:?}");
+    assert!(results.iter().any(|r| r.as_ref().err() == Some(&AuthError::NoChallenge)), "{results:?}");
+    // The password in force is the one the successful finish set.
+    let other = if set[0].ends_with("one") { "correct horse two" } else { "correct horse one" };
+    assert!(auth.login(&peer("10.0.0.2"), set[0]).is_ok());
+    assert!(auth.login(&peer("10.0.0.3"), other).is_err());
+}
+
+#[test]
 fn one_set_up_waits_at_a_time_and_only_a_few_start_in_ten_minutes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = auth(dir.path());
