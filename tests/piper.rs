@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use voca::speech::tts::espeak::{Clause, Engine};
-use voca::speech::tts::piper::{self, Voice};
+use voca::speech::tts::piper::Voice;
 use voca::speech::tts::{Tts, TtsKind, TtsOptions, BOX_RATE};
 
 /// espeak-ng is process-global: tests that open it take turns.
@@ -77,7 +77,8 @@ fn the_box_speaks_as_the_official_piper_does_same_ids_same_samples() {
         "I have 3 new messages: one from Ann, two from Joe.",
     ];
     let mut engine = Engine::open("en-us", 165, 50).expect("espeak-ng");
-    let mut voice = Voice::load(&voice_path(), &piper::find_runtime(None), 2).expect("the joe voice and onnxruntime");
+    let mut voice =
+        Voice::load(&voice_path(), &voca::speech::onnx::find_runtime(None), 2).expect("the joe voice and onnxruntime");
     let mut oracle = Command::new(root().join(".cache/venv/bin/python"))
         .args(["-c", ORACLE])
         .stdin(Stdio::piped())

@@ -142,7 +142,8 @@ fn direct_transcript(caller: &[i16], config: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_phone_path_hears_exactly_what_a_recognizer_hears_directly() {
-    let b = SpeechBox::start("free").await;
+    // `voca transcribe` ends utterances by the hangover: so does the box here, for the same cut.
+    let b = SpeechBox::start_with("recognition = \"free\"\nend_of_turn = \"hangover\"\n", 2).await;
     let mut caller = silence(0.6);
     caller.extend(common::say("지금 몇 시 예요", 8000));
     caller.extend(silence(2.5));
@@ -213,7 +214,9 @@ fn said_without_trailing_quiet(text: &str) -> Vec<i16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_prepared_at_a_pause_is_dropped_when_the_caller_goes_on() {
-    let b = SpeechBox::start("grammar-first").await;
+    // The hangover decides here (the end-of-turn model could rightly end the turn after the first
+    // question: `tests/turn.rs` covers it).
+    let b = SpeechBox::start_with("recognition = \"grammar-first\"\nend_of_turn = \"hangover\"\n", 2).await;
     // A pause long enough to settle the recognizer (and prepare the date's answer), too short to end
     // the turn; then the caller asks the time as well. The whole utterance is placed on the longer
     // phrase, so the answer must be the time, not the date prepared at the pause.

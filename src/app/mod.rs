@@ -276,6 +276,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         &tracker,
     );
     let voice = kit.as_ref().map(|k| k.tts.voice.clone());
+    let turns = kit.as_ref().map(|k| k.turns.turns.clone());
     if let Some(kit) = kit.clone() {
         tracker.spawn(follow_settings(live.clone(), kit, shutdown.clone()));
     }
@@ -303,6 +304,7 @@ pub async fn start_with(settings: Settings, auth: web::auth::Auth) -> anyhow::Re
         registry: registry.clone(),
         speech: speech.clone(),
         voice,
+        turns,
     };
     tracker.spawn(crate::home::run(
         crate::home::Parts {

@@ -11,9 +11,10 @@ use crate::audio::vad::VadConfig;
 use crate::audio::wav;
 use crate::call::conversation::{Prompts, SpeechKit, Transfer};
 use crate::config::settings::Live;
-use crate::config::{AnswerMode, Config};
+use crate::config::{AnswerMode, Config, EndOfTurn};
 use crate::speech::stt::{Stt, SttOptions};
 use crate::speech::tts::{Tts, TtsOptions};
+use crate::speech::turn::{self, TurnPolicy, Turns};
 use crate::store::{Folder, Store};
 use crate::twilio::rest::RestClient;
 use anyhow::Context;
@@ -27,6 +28,20 @@ pub(super) fn greeting(config: &Config) -> anyhow::Result<Option<Arc<Vec<i16>>>>
 
 /// The speech engines for calls and the box's speaker: TTS starts here, the model loads in the
 /// background while the box already answers. `None` when calls get the tone line test instead.
+/// The end-of-turn model as the configuration asks for it (its engine loads it on its own thread;
+/// a missing or broken model leaves turns to the hangover, and says why).
+fn end_of_turn(config: &Config) -> TurnPolicy {
+    let turns = match config.speech.end_of_turn {
+        EndOfTurn::Model => Turns::start(
+            &turn::install::model_path(&config.speech.models_dir),
+            &crate::speech::onnx::find_runtime(config.speech.onnxruntime.as_deref()),
+            Some(config.device.data_dir.join("turn-probe.ok")),
+        ),
+        EndOfTurn::Hangover => Turns::off("speech.end_of_turn = \"hangover\""),
+    };
+    TurnPolicy { turns, pause: config.speech.turn_pause.into(), max_wait: config.speech.turn_max_wait.into() }
+}
+
 pub(super) async fn speech_kit(
     config: &Config,
     settings: &Live,
@@ -53,6 +68,7 @@ pub(super) async fn speech_kit(
     let prompts = Prompts::render(&tts, &assistant).await;
     let warm = config.speech.warm_recognizers.min(config.calls.max_concurrent) as usize;
     let stt = Stt::start(SttOptions::new(config, assistant.grammar(), warm, prompts.greeting.get().to_vec()));
+    let turns = end_of_turn(config);
     let transfer = match (rest, &config.twilio.phone_number) {
         (Some(rest), Some(number)) => Some(Transfer { rest, caller_id: number.clone(), settings: settings.clone() }),
         _ => None,
@@ -69,6 +85,7 @@ pub(super) async fn speech_kit(
             ..VadConfig::default()
         },
         backlog: config.speech.backlog.into(),
+        turns,
         reprompt_after: config.speech.reprompt_after.into(),
         store: store.clone(),
         voicemail: voicemail.clone(),

@@ -57,6 +57,19 @@ impl Vad {
         self.talking
     }
 
+    /// Quiet this long ends the speech in progress from now on (the end-of-turn model keeps a turn
+    /// open longer, or hands it back to the hangover).
+    pub fn set_hangover(&mut self, hangover: Duration) {
+        self.config.hangover = hangover;
+    }
+
+    /// The speech in progress has ended, decided elsewhere (the end-of-turn model): the next voiced
+    /// frames start a new one.
+    pub fn end_speech(&mut self) {
+        self.talking = false;
+        self.voiced = 0;
+    }
+
     /// How long the speech in progress has been quiet (zero on a voiced frame, or when no one talks).
     pub fn quiet(&self) -> Duration {
         if self.talking {

@@ -1,4 +1,4 @@
-//! `voca models list|fetch|install`.
+//! `voca models list|fetch|install|install-turn`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::speech::models;
+use crate::speech::{models, turn};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
@@ -34,6 +34,26 @@ pub enum ModelsCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
+    /// Install the end-of-turn model (Smart Turn v3.2) from the pipecat-ai 1.14.0 wheel that carries
+    /// it, or from the .onnx file itself.
+    InstallTurn {
+        /// The wheel (or zip, or smart-turn-v3.2-cpu.onnx).
+        source: PathBuf,
+        /// Expected sha256 of the model file, when it is not the pinned Smart Turn v3.2.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// (Used by the box itself.) Loads the end-of-turn model with ONNX Runtime and makes one
+    /// decision: the box tries it this way, in a process of its own, before it loads it.
+    #[command(hide = true)]
+    ProbeTurn {
+        onnx: PathBuf,
+        #[arg(long)]
+        onnxruntime: PathBuf,
+        /// Decisions to make (`make bench` counts the instructions of one as the difference).
+        #[arg(long, default_value_t = 1)]
+        decisions: u32,
+    },
 }
 
 pub async fn run(config: &Config, action: ModelsCommand) -> anyhow::Result<ExitCode> {
@@ -59,6 +79,18 @@ pub async fn run(config: &Config, action: ModelsCommand) -> anyhow::Result<ExitC
                 tokio::task::spawn_blocking(move || models::install_archive(&archive, &name, &dir, sha256.as_deref()))
                     .await??;
             println!("installed {} at {} ({:.0} MB)", got.name, got.path.display(), got.bytes as f64 / 1e6);
+        }
+        ModelsCommand::InstallTurn { source, sha256 } => {
+            let dir = dir.clone();
+            let expected = sha256.unwrap_or_else(|| turn::install::SHA256.to_owned());
+            let installed = tokio::task::spawn_blocking(move || turn::install::install(&source, &dir, &expected))
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            println!("installed the end-of-turn model at {}", installed.display());
+        }
+        ModelsCommand::ProbeTurn { onnx, onnxruntime, decisions } => {
+            let probability = turn::probe_here(&onnx, &onnxruntime, decisions)?;
+            eprintln!("{} decides (silence: {probability:.2})", onnx.display());
         }
     }
     Ok(ExitCode::SUCCESS)

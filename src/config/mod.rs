@@ -22,7 +22,7 @@ pub use sections::{
     hostname, slug, AnswerMode, AssistantConfig, CallsConfig, Contact, DeviceConfig, HttpConfig, Intent, LlmConfig,
     MqttConfig, SpeechConfig, TunnelConfig, TunnelProvider, TwilioConfig, Unanswered, WebConfig, PACKAGED_MODELS,
 };
-pub use types::{mask_phone, AccountSid, Duration, Recognition, Secret, TtsKind, E164};
+pub use types::{mask_phone, AccountSid, Duration, EndOfTurn, Recognition, Secret, TtsKind, E164};
 
 pub use error::ConfigError;
 pub use layers::DEFAULTS;
@@ -197,6 +197,16 @@ impl Config {
         let invalid = |key: String, message: String| ConfigError::Invalid { key, origin: self.source.clone(), message };
         if self.calls.max_concurrent == 0 {
             return Err(invalid("calls.max_concurrent".into(), "expected at least 1".into()));
+        }
+        let (pause, wait) = (self.speech.turn_pause.0, self.speech.turn_max_wait.0);
+        if !(std::time::Duration::from_millis(60)..=std::time::Duration::from_secs(2)).contains(&pause) {
+            return Err(invalid("speech.turn_pause".into(), "expected 60ms to 2s".into()));
+        }
+        if wait <= pause || wait > std::time::Duration::from_secs(10) {
+            return Err(invalid(
+                "speech.turn_max_wait".into(),
+                "expected longer than speech.turn_pause, at most 10s".into(),
+            ));
         }
         if self.calls.voicemail_folder_mb == 0 {
             return Err(invalid("calls.voicemail_folder_mb".into(), "expected at least 1 (MB)".into()));

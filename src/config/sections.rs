@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::types::{self, AccountSid, Duration, Recognition, Secret, TtsKind, E164};
+use super::types::{self, AccountSid, Duration, EndOfTurn, Recognition, Secret, TtsKind, E164};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeviceConfig {
@@ -168,8 +168,14 @@ pub struct SpeechConfig {
     /// espeak-ng's pace and pitch (Piper voices keep their own).
     pub rate: u32,
     pub pitch: u32,
-    /// Quiet this long after the caller speaks ends their turn.
+    /// Quiet this long after the caller speaks ends their turn (without the end-of-turn model).
     pub endpoint_hangover: Duration,
+    /// Who decides a turn is over: the end-of-turn model (`model`) or the hangover alone.
+    pub end_of_turn: EndOfTurn,
+    /// With the model: at a pause this long, it is asked whether the caller has finished…
+    pub turn_pause: Duration,
+    /// …and a turn it keeps open ends anyway after this much quiet.
+    pub turn_max_wait: Duration,
     /// Speech shorter than this is ignored (coughs, clicks).
     pub min_speech: Duration,
     /// How speech is recognised: the assistant's phrases first, then free-form (`grammar-first`);

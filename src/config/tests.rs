@@ -111,6 +111,9 @@ fn bad_values_name_the_key_and_what_is_expected() {
         ("[speech]\nrate = 10\n", &[], "speech.rate", "80 to 450"),
         ("[calls]\nmax_concurrent = 0\n", &[], "calls.max_concurrent", "at least 1"),
         ("[calls]\nvoicemail_folder_mb = 0\n", &[], "calls.voicemail_folder_mb", "at least 1 (MB)"),
+        ("[speech]\nturn_pause = \"10ms\"\n", &[], "speech.turn_pause", "60ms to 2s"),
+        ("[speech]\nturn_max_wait = \"100ms\"\n", &[], "speech.turn_max_wait", "longer than speech.turn_pause"),
+        ("[speech]\nend_of_turn = \"magic\"\n", &[], "speech.end_of_turn", "model"),
         ("[web]\nallowed_hosts = [\"http://voca.lan/\"]\n", &[], "web.allowed_hosts", "not a host name"),
         ("", &[("VOCA_WEB_ALLOWED_HOSTS", "voca.lan, bad host")], "web.allowed_hosts", "not a host name"),
     ];

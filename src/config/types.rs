@@ -29,6 +29,16 @@ pub enum Recognition {
     Free,
 }
 
+/// How the box decides that a caller has finished their turn (`speech.end_of_turn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndOfTurn {
+    /// At a short pause the end-of-turn model decides; the hangover if it is not installed.
+    Model,
+    /// A fixed `speech.endpoint_hangover` of quiet.
+    Hangover,
+}
+
 /// A secret (auth token, API key). It has no `Display`, and its `Debug` never shows the value,
 /// so it cannot leak through logs, errors or `{:?}` dumps of the configuration.
 #[derive(Clone, Default, PartialEq, Eq)]

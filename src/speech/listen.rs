@@ -4,6 +4,12 @@
 //!
 //! Only speech reaches the recognizer: a short pre-roll before each onset, the utterance, and its
 //! hangover. Silence between turns (most of a call) costs no decoding at all.
+//!
+//! A turn ends after the hangover of quiet, or, with an end-of-turn model ([`TurnPolicy`]), as soon
+//! as the model says the speaker has finished: it is asked at a short pause (while the recognizer
+//! settles and the reply is prepared), again at each later pause, and a turn it keeps open ends
+//! after `max_wait` of quiet. A pause the model cannot answer (busy, failing) falls back to the
+//! hangover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +18,7 @@ use heapless::Deque;
 use thiserror::Error;
 
 use super::stt::{Ear, Heard, Lease, Stt};
+use super::turn::{features, Pending, TurnPolicy};
 use crate::audio::vad::{Vad, VadConfig, VadEvent};
 
 const FRAME_16K: usize = 320;
@@ -21,6 +28,14 @@ const PREROLL: usize = 20;
 /// before half of it: 250 ms into the default 500 ms), and the reply to what it settled on is
 /// rendered meanwhile: twenty calls ending a turn together then find their answers ready.
 const SETTLE_AHEAD: Duration = Duration::from_millis(300);
+
+/// Where the recognizer settles within a `hangover` (see [`SETTLE_AHEAD`]).
+fn settle_point(hangover: Duration) -> Duration {
+    hangover.saturating_sub(SETTLE_AHEAD).max(hangover / 2)
+}
+
+/// One line per ten seconds for the whole box when the model fails on decisions.
+static TURN_FAILED: crate::telemetry::Throttle = crate::telemetry::Throttle::new(Duration::from_secs(10));
 
 /// One listener: a call, the push-to-talk button, a recording.
 pub struct Listener {
@@ -36,6 +51,19 @@ pub struct Listener {
     held: Option<Vec<[i16; FRAME_16K]>>,
     /// Utterances handed to the ear whose result has not come back yet.
     pending: usize,
+    /// Quiet that ends a turn without the model (`speech.endpoint_hangover`).
+    hangover: Duration,
+    /// The end-of-turn model, when the box has one.
+    turns: Option<TurnPolicy>,
+    /// This utterance's turn is the model's to end (it served at its onset).
+    by_model: bool,
+    /// The utterance so far (its last 8 s), for the model.
+    spoken: std::collections::VecDeque<i16>,
+    /// The model's answer about the current pause, awaited.
+    deciding: Option<Pending>,
+    /// The model ended the turn since the last frame: [`Listener::hear`] reports it.
+    ended: bool,
+    waker: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -48,8 +76,9 @@ impl Listener {
     /// A listener that keeps at most `backlog` of speech waiting for a recognizer. It has none
     /// until [`Listener::try_lease`] gets one.
     pub fn new(stt: Stt, vad: VadConfig, backlog: Duration) -> Self {
-        let settle_after = vad.hangover.saturating_sub(SETTLE_AHEAD).max(vad.hangover / 2);
+        let settle_after = settle_point(vad.hangover);
         Self {
+            hangover: vad.hangover,
             stt,
             vad: Vad::new(vad),
             ear: Ear::new(backlog),
@@ -58,12 +87,25 @@ impl Listener {
             settle_after,
             held: None,
             pending: 0,
+            turns: None,
+            by_model: false,
+            spoken: std::collections::VecDeque::new(),
+            deciding: None,
+            ended: false,
+            waker: None,
         }
     }
 
+    /// Lets the end-of-turn model end this listener's turns (see the module's notes).
+    pub fn with_turns(mut self, policy: TurnPolicy) -> Self {
+        self.turns = Some(policy);
+        self
+    }
+
     /// Wakes `waker` whenever a result is ready.
-    pub fn set_waker(&self, waker: Arc<tokio::sync::Notify>) {
-        self.ear.set_waker(waker);
+    pub fn set_waker(&mut self, waker: Arc<tokio::sync::Notify>) {
+        self.ear.set_waker(waker.clone());
+        self.waker = Some(waker);
     }
 
     /// Leases a recognizer if there is none yet and the model is loaded; true once one serves.
@@ -80,6 +122,11 @@ impl Listener {
 
     pub fn is_talking(&self) -> bool {
         self.vad.is_talking()
+    }
+
+    /// The end-of-turn model is deciding about the current pause.
+    pub fn deciding(&self) -> bool {
+        self.deciding.is_some()
     }
 
     /// Utterances heard whose transcript has not come back yet.
@@ -99,13 +146,20 @@ impl Listener {
 
     /// Hears 20 ms of 16 kHz audio: runs the VAD and queues speech for the recognizer.
     pub fn hear(&mut self, frame: &[i16; FRAME_16K]) -> Option<VadEvent> {
+        self.decide();
+        // The model ended the turn since the last frame: said now, whatever this frame starts.
+        let ended = std::mem::take(&mut self.ended).then_some(VadEvent::End);
         let event = self.vad.push(frame);
         match event {
             Some(VadEvent::Onset) => {
+                self.spoken.clear();
                 while let Some(before) = self.preroll.pop_front() {
                     self.ear.push(&before);
+                    self.spoken.extend(before);
                 }
                 self.ear.push(frame);
+                self.spoken.extend(frame);
+                self.choose_turn_end();
             }
             Some(VadEvent::End) => {
                 // Held quiet is let go: the recognizer settled before it.
@@ -114,28 +168,108 @@ impl Listener {
                 }
                 self.ear.end_utterance();
                 self.pending += 1;
+                self.deciding = None;
+                self.spoken.clear();
             }
             None if self.vad.is_talking() => self.speech(frame),
-            None => {
-                if self.preroll.is_full() {
-                    self.preroll.pop_front();
-                }
-                let _ = self.preroll.push_back(*frame);
-            }
+            None => self.keep_before_onset(frame),
         }
-        event
+        ended.or(event)
     }
 
-    /// A frame inside speech: to the ear, unless the speaker has paused long enough to settle.
+    fn keep_before_onset(&mut self, frame: &[i16; FRAME_16K]) {
+        if self.preroll.is_full() {
+            self.preroll.pop_front();
+        }
+        let _ = self.preroll.push_back(*frame);
+    }
+
+    /// At an onset: the model ends this turn if it serves now, else the hangover does.
+    fn choose_turn_end(&mut self) {
+        let hangover = self.hangover;
+        self.by_model = self.turns.as_ref().is_some_and(|t| t.turns.is_ready());
+        match (&self.turns, self.by_model) {
+            (Some(policy), true) => {
+                self.vad.set_hangover(policy.max_wait);
+                self.settle_after = policy.pause;
+            }
+            _ => {
+                self.vad.set_hangover(hangover);
+                self.settle_after = settle_point(hangover);
+            }
+        }
+    }
+
+    /// The model's answer about the current pause, if it has come: finished ends the turn now
+    /// (reported by the next [`Listener::hear`]); not yet keeps listening; a failure hands this
+    /// turn back to the hangover.
+    fn decide(&mut self) {
+        let Some(answer) = self.deciding.as_mut().and_then(Pending::try_take) else { return };
+        self.deciding = None;
+        use crate::telemetry::metrics as m;
+        match answer {
+            Ok(decision) if decision.finished() => {
+                m::TURN_DECISIONS_FINISHED.inc();
+                tracing::debug!(
+                    probability = decision.probability,
+                    cpu_ms = decision.cpu.as_millis() as u64,
+                    took_ms = decision.took.as_millis() as u64,
+                    quiet_ms = self.vad.quiet().as_millis() as u64,
+                    "end of turn: the caller has finished"
+                );
+                // Only while the pause it was asked about lasts (speech since drops the question).
+                if self.vad.is_talking() && self.held.is_some() {
+                    self.held = None;
+                    self.ear.end_utterance();
+                    self.pending += 1;
+                    self.vad.end_speech();
+                    self.spoken.clear();
+                    self.ended = true;
+                }
+            }
+            Ok(decision) => {
+                m::TURN_DECISIONS_NOT_YET.inc();
+                tracing::debug!(probability = decision.probability, "end of turn: not yet, listening on");
+            }
+            Err(e) => {
+                if let Some(more) = TURN_FAILED.check() {
+                    tracing::warn!("end-of-turn model: {e}; this turn ends by the hangover ({more} more since)");
+                }
+                self.by_model = false;
+                self.vad.set_hangover(self.hangover);
+            }
+        }
+    }
+
+    /// Asks the model about the pause that has just begun; when it cannot answer, the hangover ends
+    /// this turn.
+    fn ask_model(&mut self) {
+        let Some(policy) = self.turns.as_ref().filter(|_| self.by_model) else { return };
+        let audio: Vec<i16> = self.spoken.iter().copied().collect();
+        self.deciding = policy.turns.ask(audio, self.waker.clone());
+        if self.deciding.is_none() {
+            self.by_model = false;
+            self.vad.set_hangover(self.hangover);
+        }
+    }
+
+    /// A frame inside speech: to the ear, unless the speaker has paused long enough to settle (and,
+    /// with the model, to be asked whether they have finished).
     fn speech(&mut self, frame: &[i16; FRAME_16K]) {
+        if self.spoken.len() + FRAME_16K > features::WINDOW {
+            self.spoken.drain(..FRAME_16K);
+        }
+        self.spoken.extend(frame);
         let quiet = self.vad.quiet();
         match &mut self.held {
             Some(held) if quiet.is_zero() => {
-                // The pause was not the end: the recognizer gets the quiet it missed, then this.
+                // The pause was not the end: the recognizer gets the quiet it missed, then this;
+                // the model's answer about that pause no longer matters.
                 for f in held.drain(..) {
                     self.ear.push(&f);
                 }
                 self.held = None;
+                self.deciding = None;
                 self.ear.push(frame);
             }
             Some(held) => held.push(*frame),
@@ -143,6 +277,7 @@ impl Listener {
                 self.ear.push(frame);
                 self.ear.settle();
                 self.held = Some(Vec::with_capacity(16));
+                self.ask_model();
             }
             None => self.ear.push(frame),
         }
@@ -151,6 +286,8 @@ impl Listener {
     /// Ends the utterance in progress, if any (the recording ended mid-speech).
     pub fn flush(&mut self) {
         self.held = None;
+        self.deciding = None;
+        self.spoken.clear();
         if self.vad.is_talking() {
             self.vad = Vad::new(self.vad.config());
             self.ear.end_utterance();
@@ -170,8 +307,9 @@ impl Listener {
         self.pending += 1;
     }
 
-    /// The next result, if any, without waiting.
+    /// The next result, if any, without waiting (and the model's answer, if it has come).
     pub fn poll(&mut self) -> Option<Heard> {
+        self.decide();
         let heard = self.ear.poll()?;
         if matches!(heard, Heard::Final { .. } | Heard::Missed) {
             self.pending = self.pending.saturating_sub(1);

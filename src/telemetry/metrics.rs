@@ -84,6 +84,11 @@ pub static TURN_LATENCY: Histogram = Histogram::new();
 pub static RECOGNIZER_LAG: Histogram = Histogram::new();
 /// Replies cut because the caller spoke over them (or pressed a key).
 pub static BARGE_INS: Counter = Counter::new();
+/// End-of-turn decisions: the model said finished / not yet; pauses that found its queue full
+/// (ended by the hangover instead).
+pub static TURN_DECISIONS_FINISHED: Counter = Counter::new();
+pub static TURN_DECISIONS_NOT_YET: Counter = Counter::new();
+pub static TURN_DECISIONS_SKIPPED: Counter = Counter::new();
 /// Caller audio decoded by the recognizers, and the time they took (microseconds each).
 pub static DECODED_AUDIO_MICROS: Counter = Counter::new();
 pub static DECODING_MICROS: Counter = Counter::new();

@@ -22,6 +22,8 @@ pub struct Status {
     pub speech: Option<crate::speech::stt::Stt>,
     /// Who speaks (and why not the configured Piper voice), when the assistant answers calls.
     pub voice: Option<crate::speech::tts::VoiceStatus>,
+    /// The end-of-turn model, when the assistant answers calls.
+    pub turns: Option<crate::speech::turn::Turns>,
 }
 
 /// What the box is doing now: `/healthz`, and the heart of the page's `/api/status`.
@@ -40,6 +42,11 @@ pub struct Health {
     /// The voice: `engine` (`piper` or `espeak`), `voice`, and `fallback` (why not the configured
     /// Piper voice, and how to install it).
     tts: Option<crate::speech::tts::VoiceStatus>,
+    /// Who ends a caller's turn: `ready` (the end-of-turn model), `loading`, `hangover` (no model:
+    /// quiet alone; `end_of_turn_why` says why) or `off` (no assistant).
+    end_of_turn: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_of_turn_why: Option<String>,
     /// What the box is busy with, and how many missed calls and voicemails wait to be heard.
     activity: crate::events::Activity,
     waiting: u32,
@@ -76,6 +83,11 @@ impl Status {
             speech: status.speech.as_ref().map_or("off", |s| s.state().as_str()),
             speech_download_percent: status.speech.as_ref().and_then(|s| s.download_percent()),
             tts: status.voice.clone(),
+            end_of_turn: status.turns.as_ref().map_or("off", |t| t.state().as_str()),
+            end_of_turn_why: status.turns.as_ref().and_then(|t| match t.state() {
+                crate::speech::turn::TurnState::Off(why) => Some(why),
+                _ => None,
+            }),
             calls: status.registry.list(Instant::now()),
         }
     }

@@ -111,6 +111,14 @@ fn render(lan: &Lan, calls: &[(String, String, u64)]) -> String {
         "Replies cut because the caller spoke over them or pressed a key.",
         m::BARGE_INS.get(),
     );
+    out.family("voca_turn_decisions_total", "counter", "End-of-turn model decisions at a caller's pause, by answer.");
+    for (answer, n) in [
+        ("finished", m::TURN_DECISIONS_FINISHED.get()),
+        ("not_yet", m::TURN_DECISIONS_NOT_YET.get()),
+        ("skipped", m::TURN_DECISIONS_SKIPPED.get()),
+    ] {
+        out.sample("voca_turn_decisions_total", &[("answer", answer)], n);
+    }
 
     let audio = m::DECODED_AUDIO_MICROS.get() as f64 / 1e6;
     let busy = m::DECODING_MICROS.get() as f64 / 1e6;

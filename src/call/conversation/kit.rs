@@ -60,6 +60,8 @@ pub struct SpeechKit {
     pub vad: VadConfig,
     /// At most this much of the caller's speech waits for a recognizer (`speech.backlog`).
     pub backlog: Duration,
+    /// The end-of-turn model and when to ask it (its engine says whether it serves).
+    pub turns: crate::speech::turn::TurnPolicy,
     pub reprompt_after: Duration,
     pub store: Store,
     pub voicemail: crate::store::Folder,

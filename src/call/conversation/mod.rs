@@ -82,7 +82,7 @@ impl std::fmt::Debug for AssistantCall {
 
 impl AssistantCall {
     pub fn new(kit: SpeechKit, sid: &CallSid) -> Self {
-        let listener = Listener::new(kit.stt.clone(), kit.vad, kit.backlog);
+        let listener = Listener::new(kit.stt.clone(), kit.vad, kit.backlog).with_turns(kit.turns.clone());
         Self {
             kit,
             sid: sid.clone(),

@@ -310,7 +310,7 @@ fn load_piper(options: &TtsOptions) -> Result<piper::Voice, String> {
             ));
         }
     }
-    let library = piper::find_runtime(options.onnxruntime.as_deref());
+    let library = crate::speech::onnx::find_runtime(options.onnxruntime.as_deref());
     if options.probe {
         piper::probe(&onnx, &library, options.prompt_cache.as_deref()).map_err(|e| e.to_string())?;
     }

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -166,105 +165,16 @@ fn clauses_text(clauses: &[Clause]) -> String {
     text
 }
 
-/// ONNX Runtime, loaded once per process (it allows one environment).
-fn runtime(library: &Path) -> Result<&'static ort::environment::Environment, PiperError> {
-    static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-    let result = RUNTIME.get_or_init(|| {
-        if !library.is_file() {
-            return Err(format!("{} does not exist", library.display()));
-        }
-        ort::init_from(library).map_err(|e| e.to_string())?.with_name("voca").build().map_err(|e| e.to_string())
-    });
-    result.as_ref().map_err(|reason| PiperError::Runtime { reason: reason.clone() })
-}
-
-/// Where `libonnxruntime.so` is looked for when `speech.onnxruntime` does not say: beside the
-/// binary, the package's library folder, and (for a checkout) where `make deps` puts it.
-pub fn find_runtime(configured: Option<&Path>) -> PathBuf {
-    if let Some(path) = configured {
-        return path.to_path_buf();
-    }
-    const NAME: &str = "libonnxruntime.so";
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
-        candidates.push(dir.join(NAME));
-    }
-    candidates.push(PathBuf::from("/usr/lib/voca").join(NAME));
-    candidates.push(Path::new(env!("DEV_ONNXRUNTIME_DIR")).join(NAME));
-    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| candidates.swap_remove(0))
-}
-
-/// How long a probe may take (loading a voice and one inference, on a slow Pi, with a cold disk).
-const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// Tries `onnx` with ONNX Runtime from `library` in a child process (`voca voices probe`) before the
 /// box loads them itself: a library that crashes as it loads (a wrong build for the board, a
-/// broken download) then costs a fallback to espeak-ng, not the box. A success is remembered in
-/// `memo` (keyed by the binary, the library and the voice files), so later starts skip it.
-///
-/// Only the `voca` binary probes; a program using the library (tests, tools) loads in-process.
+/// broken download) then costs a fallback to espeak-ng, not the box (see [`onnx::probe`]).
 pub fn probe(onnx: &Path, library: &Path, memo: Option<&Path>) -> Result<(), PiperError> {
-    let Ok(exe) = std::env::current_exe() else { return Ok(()) };
-    if exe.file_stem().and_then(|n| n.to_str()) != Some("voca") {
-        return Ok(());
-    }
-    let stamp = |p: &Path| {
-        let meta = std::fs::metadata(p).ok();
-        format!("{}:{:?}:{:?}", p.display(), meta.as_ref().map(|m| m.len()), meta.and_then(|m| m.modified().ok()))
-    };
-    let key = [exe.as_path(), library, onnx, &json_of(onnx)].map(stamp).join("\n");
     let memo = memo.map(|dir| dir.join("piper-probe.ok"));
-    if memo.as_ref().and_then(|m| std::fs::read_to_string(m).ok()).is_some_and(|k| k == key) {
-        return Ok(());
-    }
-    let runtime_error = |reason: String| PiperError::Runtime { reason };
-    let mut child = std::process::Command::new(&exe)
-        .args(["--config", "/dev/null", "voices", "probe"])
-        .arg(onnx)
-        .arg("--onnxruntime")
-        .arg(library)
-        // Quiet, so its stderr (read once it ends) stays far below a pipe's buffer: just the error.
-        .env("RUST_LOG", "error")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| runtime_error(format!("cannot start a probe of {}: {e}", library.display())))?;
-    let started = std::time::Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < PROBE_PATIENCE => std::thread::sleep(std::time::Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(runtime_error(format!(
-                    "trying {} with the voice did not finish within {} s",
-                    library.display(),
-                    PROBE_PATIENCE.as_secs()
-                )));
-            }
-        }
-    };
-    if status.success() {
-        if let Some(memo) = &memo {
-            let _ = memo.parent().map(std::fs::create_dir_all);
-            let _ = std::fs::write(memo, &key);
-        }
-        return Ok(());
-    }
-    let mut said = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut err, &mut said);
-    }
-    use std::os::unix::process::ExitStatusExt;
-    Err(match status.signal() {
-        Some(signal) => {
-            runtime_error(format!("{} crashed the process that loaded it (signal {signal})", library.display()))
-        }
-        None => {
-            let last = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no reason given").trim();
-            PiperError::Voice { path: onnx.into(), reason: format!("a trial load failed: {last}") }
+    let probed = crate::speech::onnx::probe(&["voices", "probe"], onnx, library, &[json_of(onnx)], memo.as_deref());
+    probed.map_err(|failure| match failure {
+        crate::speech::onnx::ProbeFailure::Runtime(reason) => PiperError::Runtime { reason },
+        crate::speech::onnx::ProbeFailure::Model(reason) => {
+            PiperError::Voice { path: onnx.into(), reason: format!("a trial load failed: {reason}") }
         }
     })
 }
@@ -299,7 +209,7 @@ impl Voice {
             return Err(PiperError::Voice { path: onnx.into(), reason: "not found".into() });
         }
         let config = VoiceConfig::read(&json_of(onnx))?;
-        let environment = runtime(library)?;
+        let environment = crate::speech::onnx::runtime(library).map_err(|reason| PiperError::Runtime { reason })?;
         let voice_error = |e: ort::Error| PiperError::Voice { path: onnx.into(), reason: e.to_string() };
         let session = ort::session::Session::builder(environment)
             .map_err(voice_error)?
