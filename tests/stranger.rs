@@ -92,20 +92,22 @@ impl TestBox {
         }
     }
 
-    /// Waits (up to two minutes) until the speech model is loaded.
+    /// Waits (up to two minutes) until the speech model and the end-of-turn model are loaded.
     async fn wait_speech_ready(&self) {
         let http = reqwest::Client::new();
         let until = Instant::now() + Duration::from_secs(120);
-        while !http
-            .get(format!("{}/healthz", self.base))
-            .send()
-            .await
-            .expect("healthz")
-            .text()
-            .await
-            .unwrap_or_default()
-            .contains("\"speech\":\"ready\"")
-        {
+        loop {
+            let health = http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+                .expect("healthz")
+                .text()
+                .await
+                .unwrap_or_default();
+            if health.contains("\"speech\":\"ready\"") && !health.contains("\"end_of_turn\":\"loading\"") {
+                break;
+            }
             assert!(Instant::now() < until, "the test model never loaded (make test installs it)");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
