@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let file = dir.path().join("voca.toml");
     std::fs::write(&file, format!("[device]\ndata_dir = \"{}\"\n", dir.path().display())).expect("write");
     let config = voca::config::Config::load(Some(&file), &HashMap::new()).expect("valid");
-    let settings = voca::settings::Settings::open(config.clone());
+    let settings = voca::config::settings::Settings::open(config.clone());
     if settings.update(&changes).is_ok() {
         let again = voca::config::Config::load(Some(&file), &HashMap::new()).expect("valid").with_settings();
         assert!(again.settings_error.is_none(), "stored settings do not load: {:?}", again.settings_error);
