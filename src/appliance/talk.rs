@@ -34,7 +34,7 @@ pub(super) async fn recognise(stt: &Stt, audio: Vec<i16>) -> String {
         loop {
             match listener.wait(Duration::from_secs(30) + seconds) {
                 Some(Heard::Final { text, .. }) => return text,
-                Some(Heard::Tentative(_)) => {}
+                Some(Heard::Tentative { .. }) => {}
                 Some(Heard::Missed) | None => return String::new(),
             }
         }

@@ -8,8 +8,9 @@
 //! A turn ends after the hangover of quiet, or, with an end-of-turn model ([`TurnPolicy`]), as soon
 //! as the model says the speaker has finished: it is asked at a short pause (while the recognizer
 //! settles and the reply is prepared), again at each later pause, and a turn it keeps open ends
-//! after `max_wait` of quiet. A pause the model cannot answer (busy, failing) falls back to the
-//! hangover.
+//! after `max_wait` of quiet. A pause the model cannot answer (busy, failing), or not before the
+//! hangover would have ended the turn, falls back to the hangover: the model never makes a turn end
+//! later than it would without it, unless it said "not yet".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use super::turn::{features, Pending, TurnPolicy};
 use crate::audio::vad::{Vad, VadConfig, VadEvent};
 
 const FRAME_16K: usize = 320;
+const FRAME: Duration = Duration::from_millis(20);
 /// Frames kept from before an onset (the onset fires `min_speech` into the speech): 400 ms.
 const PREROLL: usize = 20;
 /// The recognizer finalises this long before the hangover would end the utterance (but never
@@ -200,6 +202,40 @@ impl Listener {
         }
     }
 
+    /// The utterance in progress ends after the hangover at the latest: the model may still end it
+    /// sooner, but its "not yet" keeps it open no longer (a sound over the box's reply, whose
+    /// transcript decides whether the reply is picked up again: see `call::conversation::resume`).
+    pub fn end_by_hangover_at_the_latest(&mut self) {
+        self.vad.set_hangover(self.hangover);
+    }
+
+    /// What the caller said up to this pause lands exactly on a phrase the box knows (one of the
+    /// grammar's): strong evidence they have finished, so with the model the turn ends now, without
+    /// waiting for its answer. (With the hangover alone nothing changes.)
+    pub fn heard_a_whole_phrase(&mut self) {
+        let quiet = self.vad.quiet();
+        if self.by_model && self.end_turn_now() {
+            crate::telemetry::metrics::TURN_ENDED_BY_PHRASE.inc();
+            tracing::debug!(quiet_ms = quiet.as_millis() as u64, "end of turn: a whole phrase");
+        }
+    }
+
+    /// Ends the turn at the pause in progress (reported by the next [`Listener::hear`]); nothing if
+    /// the caller has spoken again since. Whether it did.
+    fn end_turn_now(&mut self) -> bool {
+        let pausing = self.vad.is_talking() && self.held.is_some();
+        if pausing {
+            self.held = None;
+            self.deciding = None;
+            self.ear.end_utterance();
+            self.pending += 1;
+            self.vad.end_speech();
+            self.spoken.clear();
+            self.ended = true;
+        }
+        pausing
+    }
+
     /// The model's answer about the current pause, if it has come: finished ends the turn now
     /// (reported by the next [`Listener::hear`]); not yet keeps listening; a failure hands this
     /// turn back to the hangover.
@@ -217,15 +253,7 @@ impl Listener {
                     quiet_ms = self.vad.quiet().as_millis() as u64,
                     "end of turn: the caller has finished"
                 );
-                // Only while the pause it was asked about lasts (speech since drops the question).
-                if self.vad.is_talking() && self.held.is_some() {
-                    self.held = None;
-                    self.ear.end_utterance();
-                    self.pending += 1;
-                    self.vad.end_speech();
-                    self.spoken.clear();
-                    self.ended = true;
-                }
+                let _ = self.end_turn_now();
             }
             Ok(decision) => {
                 m::TURN_DECISIONS_NOT_YET.inc();
@@ -272,7 +300,17 @@ impl Listener {
                 self.deciding = None;
                 self.ear.push(frame);
             }
-            Some(held) => held.push(*frame),
+            Some(held) => {
+                held.push(*frame);
+                if self.deciding.is_some() && quiet + FRAME >= self.hangover {
+                    // The model has not answered by the time the hangover would end the turn (it is
+                    // deciding for many calls at once): the hangover ends it, as without the model.
+                    crate::telemetry::metrics::TURN_DECISIONS_LATE.inc();
+                    self.deciding = None;
+                    self.by_model = false;
+                    self.vad.set_hangover(self.hangover);
+                }
+            }
             None if quiet >= self.settle_after => {
                 self.ear.push(frame);
                 self.ear.settle();
@@ -359,7 +397,7 @@ pub fn transcribe(stt: &Stt, vad: VadConfig, audio: &[i16]) -> Result<Vec<String
         match listener.wait(patience) {
             Some(Heard::Final { text, .. }) => texts.push(text),
             Some(Heard::Missed) => texts.push(String::new()),
-            Some(Heard::Tentative(_)) => {}
+            Some(Heard::Tentative { .. }) => {}
             None => return Err(TranscribeError::Stalled { heard: texts.len(), utterances }),
         }
     }
@@ -413,6 +451,48 @@ mod tests {
         assert_eq!(listener.pending(), 2);
         assert!(!listener.is_talking());
         assert!(!listener.try_lease(), "no model: no recognizer, and nothing lost meanwhile");
+    }
+
+    /// A listener whose end-of-turn model takes every question and never answers.
+    fn waiting_on_a_stalled_model() -> Listener {
+        let policy = TurnPolicy {
+            turns: crate::speech::turn::Turns::stalled(),
+            pause: Duration::from_millis(200),
+            max_wait: Duration::from_secs(2),
+        };
+        Listener::new(no_model(), VadConfig::default(), Duration::from_secs(30)).with_turns(policy)
+    }
+
+    #[test]
+    fn a_model_that_has_not_answered_when_the_hangover_ends_leaves_the_turn_to_the_hangover() {
+        let mut listener = waiting_on_a_stalled_model();
+        assert_eq!(frames(&mut listener, 5000, 50), [VadEvent::Onset]);
+        // Asked at 200 ms of quiet; no answer: the turn ends as the 500 ms hangover would end it
+        // (its 25th quiet frame), not after the model's 2 s.
+        assert!(frames(&mut listener, 0, 10).is_empty());
+        assert!(listener.deciding(), "the model was asked at the pause");
+        let ended = (11..=100).find(|_| frames(&mut listener, 0, 1) == [VadEvent::End]);
+        assert_eq!(ended, Some(25), "quiet frames (20 ms) when the turn ended");
+        assert!(!listener.deciding());
+    }
+
+    #[test]
+    fn a_whole_phrase_heard_at_a_pause_ends_the_turn_without_waiting_for_the_model() {
+        let mut listener = waiting_on_a_stalled_model();
+        assert_eq!(frames(&mut listener, 5000, 50), [VadEvent::Onset]);
+        // Before the pause the evidence changes nothing; at the pause it ends the turn at once.
+        listener.heard_a_whole_phrase();
+        assert!(frames(&mut listener, 0, 10).is_empty());
+        assert!(listener.deciding());
+        listener.heard_a_whole_phrase();
+        assert_eq!(frames(&mut listener, 0, 1), [VadEvent::End]);
+        assert_eq!(listener.pending(), 1);
+        // The hangover alone (no model) is not changed by it.
+        let mut plain = Listener::new(no_model(), VadConfig::default(), Duration::from_secs(30));
+        assert_eq!(frames(&mut plain, 5000, 50), [VadEvent::Onset]);
+        assert!(frames(&mut plain, 0, 11).is_empty());
+        plain.heard_a_whole_phrase();
+        assert!(frames(&mut plain, 0, 10).is_empty(), "the hangover still runs");
     }
 
     #[test]

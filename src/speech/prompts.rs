@@ -35,6 +35,11 @@ pub struct Language {
     pub voicemail_words: &'static [&'static str],
     pub goodbye_words: &'static [&'static str],
     pub call_words: &'static [&'static str],
+    /// What a listener says over a speaker without taking the turn ("mhm"): a transcript of only
+    /// these does not stop the box's reply for good (see `call::conversation::resume`).
+    pub backchannels: &'static [&'static str],
+    /// Single words that stop the box's reply for good however short ("stop").
+    pub stop_words: &'static [&'static str],
     /// Whole sentences callers say to the built-in skills: the grammar in grammar mode.
     pub menu_phrases: &'static [&'static str],
     /// Said on the box's speaker. `{name}`: a contact.
@@ -78,6 +83,8 @@ pub const ENGLISH: Language = Language {
     voicemail_words: &["leave a message", "take a message", "voicemail", "leave message"],
     goodbye_words: &["goodbye", "good bye", "bye", "hang up", "that's all", "that is all"],
     call_words: &["call", "phone", "ring"],
+    stop_words: &["stop", "wait", "no", "quiet", "enough", "cancel"],
+    backchannels: &["mhm", "mm", "hmm", "uh-huh", "uh", "um", "ah", "oh", "yeah", "yes", "okay", "ok", "right"],
     menu_phrases: &[
         "what time is it",
         "what is the date",
@@ -125,6 +132,8 @@ pub const KOREAN: Language = Language {
     voicemail_words: &["메시지", "음성 사서함", "메모"],
     goodbye_words: &["안녕히", "끊어", "그만", "끝"],
     call_words: &["전화"],
+    stop_words: &["잠깐", "잠깐만", "잠깐만요", "그만", "아니", "아니요", "멈춰", "취소"],
+    backchannels: &["음", "응", "어", "아", "네", "예", "흠", "으", "그래", "그래요"],
     menu_phrases: &[
         "지금 몇 시 예요",
         "오늘 며칠 이에요",

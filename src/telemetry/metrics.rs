@@ -84,11 +84,17 @@ pub static TURN_LATENCY: Histogram = Histogram::new();
 pub static RECOGNIZER_LAG: Histogram = Histogram::new();
 /// Replies cut because the caller spoke over them (or pressed a key).
 pub static BARGE_INS: Counter = Counter::new();
+/// Replies picked up again after a sound without words (a cough, a "mhm") cut them.
+pub static REPLIES_RESUMED: Counter = Counter::new();
 /// End-of-turn decisions: the model said finished / not yet; pauses that found its queue full
 /// (ended by the hangover instead).
 pub static TURN_DECISIONS_FINISHED: Counter = Counter::new();
 pub static TURN_DECISIONS_NOT_YET: Counter = Counter::new();
 pub static TURN_DECISIONS_SKIPPED: Counter = Counter::new();
+/// Pauses the model had not answered when the hangover would have ended the turn (it did).
+pub static TURN_DECISIONS_LATE: Counter = Counter::new();
+/// Turns ended at a pause because what the caller said was a whole phrase the box knows.
+pub static TURN_ENDED_BY_PHRASE: Counter = Counter::new();
 /// Caller audio decoded by the recognizers, and the time they took (microseconds each).
 pub static DECODED_AUDIO_MICROS: Counter = Counter::new();
 pub static DECODING_MICROS: Counter = Counter::new();

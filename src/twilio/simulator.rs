@@ -118,6 +118,8 @@ pub struct SimResult {
     /// For each `clear`: voiced media frames the box still sent after it while the caller went on
     /// talking (the reply it cut should stop at once).
     pub frames_after_clear: Vec<usize>,
+    /// For each `clear`: how much the box had said by then (samples of `received`).
+    pub received_at_clear: Vec<usize>,
     pub turns: Vec<Turn>,
     /// Gaps between consecutive media frames from the box while it was talking, in ms.
     #[serde(skip)]
@@ -224,6 +226,25 @@ pub fn speech_starts(audio: &[i16]) -> Vec<usize> {
         }
     }
     starts
+}
+
+/// A cough as a caller's line carries it (8 kHz): 350 ms of rough noise that dies away, no words in
+/// it; the same samples every time.
+pub fn cough() -> Vec<i16> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut smooth = 0.0f32;
+    (0..2800)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let white = (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+            smooth = 0.6 * smooth + 0.4 * white;
+            let t = i as f32 / 8000.0;
+            let envelope = (t / 0.01).min(1.0) * (-t / 0.12).exp();
+            (smooth * 30_000.0 * envelope) as i16
+        })
+        .collect()
 }
 
 /// Where caller speech ends: the end of each run of voiced 20 ms frames followed by 300 ms of quiet.
@@ -398,6 +419,7 @@ pub async fn run(call: &SimCall) -> Result<SimResult, SimError> {
                         Some("clear") => {
                             result.clears += 1;
                             result.frames_after_clear.push(0);
+                            result.received_at_clear.push(result.received.len());
                             after_clear = true;
                             if let Some(onset) = last_onset.take() {
                                 result.barge_in_ms.push(now.duration_since(onset).as_millis() as u64);

@@ -111,11 +111,19 @@ fn render(lan: &Lan, calls: &[(String, String, u64)]) -> String {
         "Replies cut because the caller spoke over them or pressed a key.",
         m::BARGE_INS.get(),
     );
+    out.one(
+        "voca_replies_resumed_total",
+        "counter",
+        "Replies picked up again where the caller stopped hearing them, after a sound without words cut them.",
+        m::REPLIES_RESUMED.get(),
+    );
     out.family("voca_turn_decisions_total", "counter", "End-of-turn model decisions at a caller's pause, by answer.");
     for (answer, n) in [
         ("finished", m::TURN_DECISIONS_FINISHED.get()),
         ("not_yet", m::TURN_DECISIONS_NOT_YET.get()),
         ("skipped", m::TURN_DECISIONS_SKIPPED.get()),
+        ("late", m::TURN_DECISIONS_LATE.get()),
+        ("phrase", m::TURN_ENDED_BY_PHRASE.get()),
     ] {
         out.sample("voca_turn_decisions_total", &[("answer", answer)], n);
     }

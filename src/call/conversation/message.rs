@@ -41,6 +41,7 @@ impl AssistantCall {
     /// Makes room for the longest message a caller may leave, off the call; recording starts once
     /// there is room ([`AssistantCall::voicemail_opened`]).
     pub(super) fn start_voicemail(&mut self) {
+        self.drop_held();
         let (store, folder, waker) = (self.kit.store.clone(), self.kit.voicemail.clone(), self.waker.clone());
         let need = Folder::room_for_recording(self.kit.voicemail_max);
         let (tx, rx) = oneshot::channel();
@@ -79,12 +80,12 @@ impl AssistantCall {
     pub(super) fn voicemail_opened(&mut self, room: bool, out: &mut Outbox) {
         if !room {
             self.mode = Mode::Closing;
-            out.play(&self.kit.prompts.voicemail_full, "voicemail-full");
+            self.unheard.play(out, &self.kit.prompts.voicemail_full, "voicemail-full");
             out.hang_up("the voicemail folder is full");
             return;
         }
-        out.play(&self.kit.prompts.voicemail_intro, "voicemail-intro");
-        out.play(&beep(), "beep");
+        self.unheard.play(out, &self.kit.prompts.voicemail_intro, "voicemail-intro");
+        self.unheard.play(out, &beep(), "beep");
         let limit = (self.kit.voicemail_max.as_secs_f64() * 16_000.0) as usize;
         self.mode = Mode::Recording(Vec::with_capacity(limit.min(16000 * 60)));
         info!("recording a voicemail");
@@ -92,6 +93,7 @@ impl AssistantCall {
 
     pub(super) fn finish_voicemail(&mut self, out: &mut Outbox) {
         out.clear();
+        self.unheard.forget();
         match self.save_voicemail() {
             Some(saved) => self.mode = Mode::Saving(saved),
             None => self.voicemail_written(true, out), // nothing was said: nothing lost
@@ -102,10 +104,10 @@ impl AssistantCall {
     pub(super) fn voicemail_written(&mut self, saved: bool, out: &mut Outbox) {
         self.mode = Mode::Closing;
         if saved {
-            out.play(&self.kit.prompts.voicemail_saved, "voicemail-saved");
+            self.unheard.play(out, &self.kit.prompts.voicemail_saved, "voicemail-saved");
             out.hang_up("voicemail saved");
         } else {
-            out.play(&self.kit.prompts.voicemail_not_saved, "voicemail-not-saved");
+            self.unheard.play(out, &self.kit.prompts.voicemail_not_saved, "voicemail-not-saved");
             out.hang_up("the voicemail could not be saved");
         }
     }

@@ -7,6 +7,7 @@
 
 mod kit;
 mod message;
+mod resume;
 
 pub use kit::{Greeting, Prompts, SpeechKit, Transfer};
 
@@ -24,6 +25,7 @@ use crate::speech::stt::{Heard, ModelState};
 use crate::speech::tts::Speech;
 use crate::telemetry::Throttle;
 use crate::twilio::media::CallSid;
+use resume::{Held, Unheard};
 
 #[derive(Debug)]
 enum Mode {
@@ -61,6 +63,12 @@ pub struct AssistantCall {
     conversation: Conversation,
     /// The reply being synthesised, and what to do once it has all been queued.
     speaking: Option<(Speech, Action)>,
+    /// Each sentence of the current reply gets a mark of its own (`reply-<turn>.<n>`).
+    sentence: u32,
+    /// What the caller has not heard yet of what the box said.
+    unheard: Unheard,
+    /// What a sound over the box cut off, until its transcript says whether it held words.
+    held: Option<Held>,
     prepared: Option<Prepared>,
     pending_llm: Option<(String, oneshot::Receiver<Option<String>>)>,
     last_heard: Instant,
@@ -90,6 +98,9 @@ impl AssistantCall {
             mode: Mode::Waiting,
             conversation: Conversation::default(),
             speaking: None,
+            sentence: 0,
+            unheard: Unheard::default(),
+            held: None,
             prepared: None,
             pending_llm: None,
             last_heard: Instant::now(),
@@ -120,20 +131,58 @@ impl AssistantCall {
         if self.kit.voicemail_only {
             self.start_voicemail();
         } else {
-            out.play(&self.kit.prompts.greeting.get(), "greeting");
+            self.unheard.play(out, &self.kit.prompts.greeting.get(), "greeting");
         }
     }
 
-    /// The caller spoke over the box: stop talking and listen.
-    fn barge_in(&mut self, out: &mut Outbox, why: &str) {
+    /// The caller spoke over the box (or pressed a key): stop talking and listen. A sound (`resumable`)
+    /// may turn out to be a cough or a "mhm": what it cut is held until its transcript says (see
+    /// [`resume`]); a key press is an answer, and the box stops for good.
+    fn barge_in(&mut self, out: &mut Outbox, why: &str, resumable: bool) {
         if out.is_playing() || self.speaking.is_some() {
             info!("barge-in ({why}): reply cut");
             crate::telemetry::metrics::BARGE_INS.inc();
+            let cut = if resumable { self.unheard.cut(out, self.kit.vad.min_speech) } else { None };
             out.clear();
-            if let Some((speech, _)) = self.speaking.take() {
-                speech.cancel();
+            self.unheard.forget();
+            self.drop_held();
+            match cut {
+                Some(mut held) => {
+                    held.speech = self.speaking.take();
+                    self.held = Some(held);
+                    // What it cut waits for the sound's transcript: the model may end the sound's
+                    // turn early, but a cough's "not yet" must not keep the reply waiting.
+                    self.listener.end_by_hangover_at_the_latest();
+                }
+                None => {
+                    if let Some((speech, _)) = self.speaking.take() {
+                        speech.cancel();
+                    }
+                }
             }
+        } else if !resumable {
+            self.drop_held();
         }
+    }
+
+    /// What a sound cut off is not picked up again (the sound held words, or was a key press).
+    fn drop_held(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.drop_reply();
+        }
+    }
+
+    /// The sound over the box held no words: the caller hears the rest, from the word they stopped
+    /// hearing.
+    fn resume(&mut self, out: &mut Outbox) {
+        let Some(held) = self.held.take() else { return };
+        info!(
+            heard_s = format!("{:.1}", held.heard_seconds()),
+            after_ms = held.ended.map_or(0, |t| t.elapsed().as_millis() as u64),
+            "a short sound without words over the box: picked up where the caller stopped hearing it"
+        );
+        crate::telemetry::metrics::REPLIES_RESUMED.inc();
+        self.speaking = held.resume(&mut self.unheard, out);
     }
 
     /// The answer the box gives without asking the LLM: the rules', or the fallback when there is no
@@ -172,7 +221,11 @@ impl AssistantCall {
     /// answer now, during the hangover (only a plain spoken answer; hanging up, voicemail, transfers
     /// and the LLM wait for the turn's end).
     fn prepare(&mut self, heard: String) {
-        if !matches!(self.mode, Mode::Talking) || self.speaking.is_some() || self.pending_llm.is_some() {
+        if heard.trim().is_empty()
+            || !matches!(self.mode, Mode::Talking)
+            || self.speaking.is_some()
+            || self.pending_llm.is_some()
+        {
             return;
         }
         if self.prepared.as_ref().is_some_and(|p| p.heard == heard) {
@@ -187,12 +240,14 @@ impl AssistantCall {
 
     fn say(&mut self, reply: Reply, heard: &str, out: &mut Outbox) {
         self.turn += 1;
+        self.sentence = 0;
+        self.drop_held();
         info!(turn = self.turn, source = ?reply.source, "box says {:?}", reply.text);
         self.log_turn("box", &reply.text);
         self.conversation.turns.push((heard.to_owned(), reply.text.clone()));
         self.conversation.last_reply = Some(reply.text.clone());
         if reply.action == Action::HangUp {
-            out.play(&self.kit.prompts.goodbye, "goodbye");
+            self.unheard.play(out, &self.kit.prompts.goodbye, "goodbye");
             out.hang_up("the caller said goodbye");
             self.mode = Mode::Closing;
             return;
@@ -223,7 +278,8 @@ impl AssistantCall {
             debug!(turn = self.turn, ms = heard.elapsed().as_millis() as u64, "transcript -> first reply audio");
             crate::telemetry::metrics::TURN_LATENCY.observe(heard.elapsed());
         }
-        out.play(chunk, &format!("reply-{}", self.turn))
+        self.sentence += 1;
+        self.unheard.play(out, chunk, &format!("reply-{}.{}", self.turn, self.sentence));
     }
 
     /// Queues synthesised sentences as they arrive (a prepared reply's are kept for later).
@@ -231,6 +287,12 @@ impl AssistantCall {
         if let Some(p) = self.prepared.as_mut() {
             while let Ok(chunk) = p.speech.chunks.try_recv() {
                 p.audio.push(chunk);
+            }
+        }
+        if let Some(held) = self.held.as_mut() {
+            while let Some(chunk) = held.speech.as_mut().and_then(|(s, _)| s.chunks.try_recv().ok()) {
+                self.sentence += 1;
+                held.add(chunk, format!("reply-{}.{}", self.turn, self.sentence));
             }
         }
         loop {
@@ -287,7 +349,12 @@ impl AssistantCall {
 
     fn heard(&mut self, heard: Heard, out: &mut Outbox) {
         match heard {
-            Heard::Tentative(text) => self.prepare(text),
+            Heard::Tentative { text, exact } => {
+                if exact && self.held.is_none() {
+                    self.listener.heard_a_whole_phrase();
+                }
+                self.prepare(text)
+            }
             Heard::Final { text, lag, decode, pass } => {
                 debug!(?pass, decode_ms = decode.as_millis() as u64, lag_ms = lag.as_millis() as u64, "transcript");
                 self.heard_at = Some(Instant::now());
@@ -301,6 +368,17 @@ impl AssistantCall {
                         );
                     }
                 }
+                if let Some(held) = &self.held {
+                    let sound = (held.sound + self.kit.vad.min_speech).saturating_sub(self.kit.vad.hangover);
+                    if resume::held_words(&text, pass, sound, self.kit.assistant.language) {
+                        info!("the sound over the box was the caller talking: what it cut is dropped");
+                        self.drop_held();
+                    } else {
+                        self.prepared = None;
+                        self.resume(out);
+                        return;
+                    }
+                }
                 if !text.trim().is_empty() {
                     self.answer(text, out);
                 }
@@ -309,6 +387,7 @@ impl AssistantCall {
             }
             Heard::Missed => {
                 self.prepared = None;
+                self.drop_held();
                 let dropped = self.listener.take_dropped();
                 if let Some(more) = MISSING.check() {
                     warn!(
@@ -319,7 +398,7 @@ impl AssistantCall {
                     );
                 }
                 self.log_turn("caller", "[missed]");
-                out.play(&self.kit.prompts.missed, "missed");
+                self.unheard.play(out, &self.kit.prompts.missed, "missed");
             }
         }
     }
@@ -337,7 +416,7 @@ impl Responder for AssistantCall {
         match self.kit.stt.state() {
             ModelState::Loading => {
                 info!("speech model still loading: asking the caller to hold (and listening)");
-                out.play(&self.kit.prompts.one_moment, "one-moment");
+                self.unheard.play(out, &self.kit.prompts.one_moment, "one-moment");
             }
             ModelState::Downloading | ModelState::Warming | ModelState::Ready | ModelState::Failed(_) => {
                 // Downloading or failed: no recognition (yet: a download may finish during the
@@ -363,13 +442,27 @@ impl Responder for AssistantCall {
         match self.listener.hear(frame) {
             Some(VadEvent::Onset) => {
                 self.last_heard = Instant::now();
-                self.barge_in(out, "caller speech");
+                self.barge_in(out, "caller speech", true);
             }
             Some(VadEvent::End) => {
                 self.last_heard = Instant::now();
                 self.reprompted = false;
+                if let Some(held) = self.held.as_mut() {
+                    held.ended.get_or_insert_with(Instant::now);
+                }
+                // No recognizer to say whether the sound held words: nothing would answer them.
+                if !self.listener.has_recognizer() {
+                    self.resume(out);
+                }
             }
             None => {}
+        }
+        if let Some(held) = self.held.as_mut().filter(|h| h.ended.is_none()) {
+            held.sound += Duration::from_millis(20);
+        }
+        if self.held.as_ref().is_some_and(|h| h.ended.is_none() && h.sound > resume::LONGEST_FALSE_ALARM) {
+            info!("the sound over the box went on: the caller is talking, what it cut is dropped");
+            self.drop_held();
         }
     }
 
@@ -384,7 +477,7 @@ impl Responder for AssistantCall {
         if !matches!(self.mode, Mode::Talking) {
             return;
         }
-        self.barge_in(out, "key press");
+        self.barge_in(out, "key press", false);
         if let Some(reply) = self.kit.assistant.menu(digit, &self.conversation) {
             self.say(reply, &format!("[key {digit}]"), out);
         }
@@ -436,16 +529,22 @@ impl Responder for AssistantCall {
         let idle = matches!(self.mode, Mode::Talking)
             && !out.is_playing()
             && self.speaking.is_none()
+            && self.held.is_none()
             && self.listener.pending() == 0
             && !self.listener.is_talking();
         if idle && !self.reprompted && self.last_heard.elapsed() > self.kit.reprompt_after {
             self.reprompted = true;
-            out.play(&self.kit.prompts.reprompt, "reprompt");
+            self.unheard.play(out, &self.kit.prompts.reprompt, "reprompt");
         }
     }
 
     fn mark(&mut self, label: &str, played: bool) {
-        if !played {
+        if played {
+            self.unheard.played(label);
+            if let Some(held) = self.held.as_mut() {
+                held.played(label);
+            }
+        } else {
             info!(%label, "cut by barge-in");
         }
         if played && matches!(self.mode, Mode::Talking) {

@@ -98,16 +98,19 @@ impl Recognizers {
     /// is decoded again from its start (see `accept`). Returns the transcript the utterance would
     /// have if it ended here, when that needs no further decoding (no free-form second pass), so
     /// the reply can be prepared while the hangover runs.
-    fn settle(&mut self) -> Option<String> {
+    fn settle(&mut self) -> Option<(String, bool)> {
         if self.utterance.len() >= UTTERANCE_MAX {
             return None;
         }
         let text = text_of(self.live().final_result());
         let heard = join(&self.said, &text);
         self.settled = Some(text);
+        // Exact: one of the box's phrases word for word. A phrase placed from half its words ("지금
+        // 몇" at a pause) is prepared, but is no evidence of an end.
+        let exact = |text: &str| self.shared.phrases.iter().any(|p| *p == crate::speech::grammar::normalize(text));
         match self.place(&heard) {
-            None => Some(heard),
-            Some((placed, unknown)) => placed.filter(|_| !unknown),
+            None => Some((heard.clone(), exact(&heard))),
+            Some((placed, unknown)) => placed.filter(|_| !unknown).map(|p| (p, exact(&heard))),
         }
     }
 
@@ -193,8 +196,8 @@ impl Recognizers {
                     self.accept(&frame);
                 }
                 Item::Settle => {
-                    if let Some(text) = self.settle().filter(|t| !t.trim().is_empty()) {
-                        ear.answer(Heard::Tentative(text));
+                    if let Some((text, exact)) = self.settle().filter(|(t, _)| !t.trim().is_empty()) {
+                        ear.answer(Heard::Tentative { text, exact });
                     }
                 }
                 Item::End(at) => {

@@ -35,7 +35,9 @@ pub enum Pass {
 pub enum Heard {
     /// The speaker paused and this is what the utterance says if the pause is its end (it may not
     /// be: a `Final` follows either way). Lets the reply be prepared during the hangover.
-    Tentative(String),
+    /// `exact`: it is, word for word, one of the phrases the box knows (strong evidence the speaker
+    /// has finished).
+    Tentative { text: String, exact: bool },
     /// An utterance's transcript. `decode`: how long decoding the tail took once it ended; `lag`:
     /// how long its end waited in the queue for the recognizer (0 when it keeps up).
     Final { text: String, pass: Pass, decode: Duration, lag: Duration },

@@ -141,6 +141,10 @@ impl Turns {
                 }
             };
             for job in rx {
+                if job.reply.is_closed() {
+                    // The caller spoke again, or the hangover ended the turn first: nobody waits.
+                    continue;
+                }
                 let started = cpu_time();
                 let window = features::last_window(&features::to_float(&job.audio));
                 let answer = model
@@ -161,6 +165,16 @@ impl Turns {
             Ok(_) => Self { jobs: Some(tx), state },
             Err(e) => Self::off(format!("cannot start the end-of-turn thread: {e}")),
         }
+    }
+
+    /// An engine that takes questions and never answers them (a model deciding for many calls at
+    /// once, taken to the limit): for the listener's tests.
+    #[cfg(test)]
+    pub(crate) fn stalled() -> Self {
+        let (tx, rx) = sync_channel::<Job>(QUEUE);
+        std::mem::forget(rx);
+        let state = Arc::new(Mutex::new(TurnState::Ready { path: PathBuf::from("stalled.onnx") }));
+        Self { jobs: Some(tx), state }
     }
 
     pub fn state(&self) -> TurnState {
