@@ -247,9 +247,18 @@ async fn the_page_in_a_real_browser() {
     assert!(!browser.session().is_empty());
     let shot = |name: &str| shots().join(format!("{name}.png"));
 
-    // First set-up: the box asks for its button.
+    // First set-up: the box asks for its button. Nobody is logged in: no menu to tab through.
     browser.goto(&rig.base).await;
+    let shown = |selector: &str| format!("const e = document.querySelector('{selector}'); return !!e && getComputedStyle(e).display !== 'none'");
+    browser.wait("the set-up form", "return !!document.querySelector('#setup-start')").await;
+    assert_eq!(browser.js(&shown("#nav")).await, false, "the menu is not shown before anyone logs in");
     browser.click("#setup-start").await;
+    browser
+        .wait(
+            "the set-up started: its button is gone (a second click would restart it with a new code)",
+            "const b = document.querySelector('#setup-start'); return !!b && getComputedStyle(b).display === 'none'",
+        )
+        .await;
     // What the first load weighed and took (a figure for the notes, not asserted: machines differ).
     let load = browser
         .js("const n = performance.getEntriesByType('navigation')[0]; const r = performance.getEntriesByType('resource'); \
@@ -274,6 +283,8 @@ async fn the_page_in_a_real_browser() {
 
     // Log out and in again.
     browser.click("#logout").await;
+    browser.wait("the login form", "return !!document.querySelector('#password')").await;
+    assert_eq!(browser.js(&shown("#nav")).await, false, "the menu is hidden again after logging out");
     browser.fill("#password", PASSWORD).await;
     browser.click("#login").await;
     browser
