@@ -249,7 +249,9 @@ async fn the_page_in_a_real_browser() {
 
     // First set-up: the box asks for its button. Nobody is logged in: no menu to tab through.
     browser.goto(&rig.base).await;
-    let shown = |selector: &str| format!("const e = document.querySelector('{selector}'); return !!e && getComputedStyle(e).display !== 'none'");
+    let shown = |selector: &str| {
+        format!("const e = document.querySelector('{selector}'); return !!e && getComputedStyle(e).display !== 'none'")
+    };
     browser.wait("the set-up form", "return !!document.querySelector('#setup-start')").await;
     assert_eq!(browser.js(&shown("#nav")).await, false, "the menu is not shown before anyone logs in");
     browser.click("#setup-start").await;
